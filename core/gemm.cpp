@@ -2,7 +2,9 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <type_traits>
 
+#include "core/cpu/sgemm_avx512.hpp"
 #include "core/error.hpp"
 #include "core/thread_pool.hpp"
 
@@ -33,6 +35,12 @@ template <typename T>
 void gemm_serial(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
                  const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu::have_sgemm_avx512()) {
+      cpu::sgemm_avx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      return;
+    }
+  }
   MutMap<T> cm(c, m, n, Eigen::OuterStride<>(ldc));
   if (k == 0) {
     if (beta == T(0)) cm.setZero(); else cm *= beta;

@@ -3,8 +3,9 @@
 // Row-major C(m, n) = alpha * op(A)(m, k) * op(B)(k, n) + beta * C, where op(X)
 // is X or its transpose. The work is split into row blocks of C (or column
 // blocks when C is wide and short) over the thread pool; each block is one
-// single-threaded Eigen GEMM, which reaches ~80% of the FMA peak on one core.
-// Eigen's own OpenMP threading scales poorly here (1.2x on 2 threads), ours ~1.9x.
+// single-threaded GEMM: for fp32 on AVX-512 our packed kernel
+// (core/cpu/sgemm_avx512.cpp), otherwise Eigen. Eigen's own OpenMP threading
+// scales poorly here (1.2x on 2 threads), our split ~1.9x.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,97 @@
+#include "launch/cli/commands.hpp"
+
+#include <iostream>
+#include <sstream>
+
+#include "bench/bench.hpp"
+#include "core/error.hpp"
+
+namespace sy::cli {
+
+namespace {
+
+// A subcommand whose issue has not landed yet: say so plainly and fail, so a
+// script never mistakes it for success.
+template <const char* Name, const char* Issue>
+int not_built(const Args& args) {
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") {
+      std::cout << "switchyard " << Name << ": not built yet (" << Issue << ").\n";
+      return 0;
+    }
+  std::cerr << "switchyard " << Name << ": not built yet (" << Issue << ")\n";
+  return 2;
+}
+
+constexpr char kTrain[] = "train", kPrepare[] = "prepare", kEval[] = "eval", kGenerate[] = "generate",
+               kNetsim[] = "netsim";
+constexpr char kTrainerIssue[] = "comes with the end-to-end trainer",
+               kNetsimIssue[] = "comes with the network simulator";
+
+}  // namespace
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"train", "train a model from an INI config (mpirun/srun for several ranks)", not_built<kTrain, kTrainerIssue>},
+      {"prepare", "build an HDF5 token dataset from text files", not_built<kPrepare, kTrainerIssue>},
+      {"eval", "validation loss and per-domain expert usage of a checkpoint", not_built<kEval, kTrainerIssue>},
+      {"generate", "sample text from a checkpoint", not_built<kGenerate, kTrainerIssue>},
+      {"bench", "benchmarks: gemm (more to come); --json for machine-readable lines", bench_main},
+      {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", not_built<kNetsim, kNetsimIssue>},
+      {"config", "check an INI config and print it resolved, with --section.key=value overrides", config_main},
+      {"info", "version, build options, and the GEMM speed of this machine", info_main},
+  };
+  return table;
+}
+
+std::string usage() {
+  std::ostringstream os;
+  os << "usage: switchyard SUBCOMMAND [options]\n\n"
+        "switchyard trains sparse Mixture-of-Experts models across MPI ranks.\n\nsubcommands:\n";
+  for (const auto& c : commands()) {
+    os << "  " << c.name << std::string(10 - std::string(c.name).size(), ' ') << c.summary << "\n";
+  }
+  os << "\n'switchyard SUBCOMMAND --help' describes one subcommand.\n"
+        "Config keys can be given as --section.key=value after --config FILE.\n";
+  return os.str();
+}
+
+int dispatch(const Args& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << usage();
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    Args info_args{"--version"};
+    return info_main(info_args);
+  }
+  for (const auto& c : commands()) {
+    if (args[0] == c.name) return c.run(Args(args.begin() + 1, args.end()));
+  }
+  std::cerr << "switchyard: unknown subcommand '" << args[0] << "'\n\n" << usage();
+  return 2;
+}
+
+int bench_main(const Args& args) {
+  static const char* kHelp =
+      "usage: switchyard bench NAME [options]\n\n"
+      "benchmarks:\n"
+      "  gemm        fp32 GEMM GFLOP/s per shape and thread count, ratio to the measured FMA peak\n"
+      "  moe-layer   (not built yet: comes with the MoE layer)\n"
+      "  alltoall    (not built yet: comes with the all-to-all algorithms)\n\n"
+      "'switchyard bench NAME --help' for its options; --json prints one JSON object per line.\n";
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << kHelp;
+    return args.empty() ? 2 : 0;
+  }
+  const Args rest(args.begin() + 1, args.end());
+  if (args[0] == "gemm") return bench::gemm_main(rest);
+  if (args[0] == "moe-layer" || args[0] == "alltoall") {
+    std::cerr << "switchyard bench " << args[0] << ": not built yet\n";
+    return 2;
+  }
+  std::cerr << "switchyard bench: unknown benchmark '" << args[0] << "'\n\n" << kHelp;
+  return 2;
+}
+
+}  // namespace sy::cli
