@@ -64,19 +64,20 @@ void abort_job(const char* what) {
   std::_Exit(1);
 }
 
-int run_guarded(int argc, char** argv, const std::function<int()>& body) {
+int run_guarded(int argc, char** argv, const std::function<int()>& body, bool use_mpi) {
   int code = 0;
   try {
-    init_runtime(&argc, &argv);
+    if (use_mpi) init_runtime(&argc, &argv);
     code = body();
   } catch (const std::exception& e) {
     abort_job(e.what());
   } catch (...) {
     abort_job("unknown exception");
   }
-  int finalized = 0;
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (initialized && !finalized) MPI_Finalize();
   return code;
 }
 

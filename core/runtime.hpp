@@ -21,9 +21,9 @@ RuntimeInfo init_runtime(int* argc, char*** argv);
 const RuntimeInfo& runtime();
 bool runtime_initialized();
 
-// Runs body after init_runtime; returns its exit code after MPI_Finalize, or
-// aborts the job (exit code 1) when body throws on any rank.
-int run_guarded(int argc, char** argv, const std::function<int()>& body);
+// Runs body (after init_runtime when use_mpi); returns its exit code after
+// MPI_Finalize, or aborts the job (exit code 1) when body throws on any rank.
+int run_guarded(int argc, char** argv, const std::function<int()>& body, bool use_mpi = true);
 
 // Prints "switchyard: error on rank R of W: what" and ends the job.
 [[noreturn]] void abort_job(const char* what);

@@ -7,5 +7,5 @@
 
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
-  return sy::run_guarded(argc, argv, [&] { return sy::cli::dispatch(args); });
+  return sy::run_guarded(argc, argv, [&] { return sy::cli::dispatch(args); }, sy::cli::needs_mpi(args));
 }

@@ -32,14 +32,14 @@ constexpr char kTrainerIssue[] = "comes with the end-to-end trainer",
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
-      {"train", "train a model from an INI config (mpirun/srun for several ranks)", not_built<kTrain, kTrainerIssue>},
-      {"prepare", "build an HDF5 token dataset from text files", not_built<kPrepare, kTrainerIssue>},
-      {"eval", "validation loss and per-domain expert usage of a checkpoint", not_built<kEval, kTrainerIssue>},
-      {"generate", "sample text from a checkpoint", not_built<kGenerate, kTrainerIssue>},
-      {"bench", "benchmarks: gemm (more to come); --json for machine-readable lines", bench_main},
-      {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", not_built<kNetsim, kNetsimIssue>},
-      {"config", "check an INI config and print it resolved, with --section.key=value overrides", config_main},
-      {"info", "version, build options, and the GEMM speed of this machine", info_main},
+      {"train", "train a model from an INI config (mpirun/srun for several ranks)", not_built<kTrain, kTrainerIssue>, false},
+      {"prepare", "build an HDF5 token dataset from text files", not_built<kPrepare, kTrainerIssue>, false},
+      {"eval", "validation loss and per-domain expert usage of a checkpoint", not_built<kEval, kTrainerIssue>, false},
+      {"generate", "sample text from a checkpoint", not_built<kGenerate, kTrainerIssue>, false},
+      {"bench", "benchmarks: gemm (more to come); --json for machine-readable lines", bench_main, true},
+      {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", not_built<kNetsim, kNetsimIssue>, false},
+      {"config", "check an INI config and print it resolved, with --section.key=value overrides", config_main, false},
+      {"info", "version, build options, and the GEMM speed of this machine", info_main, false},
   };
   return table;
 }
@@ -70,6 +70,15 @@ int dispatch(const Args& args) {
   }
   std::cerr << "switchyard: unknown subcommand '" << args[0] << "'\n\n" << usage();
   return 2;
+}
+
+bool needs_mpi(const Args& args) {
+  if (args.empty()) return false;
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") return false;
+  for (const auto& c : commands())
+    if (args[0] == c.name) return c.uses_mpi;
+  return false;
 }
 
 int bench_main(const Args& args) {

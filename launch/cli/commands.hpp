@@ -12,12 +12,15 @@ struct Command {
   const char* name;
   const char* summary;
   int (*run)(const Args& args);  // args after the subcommand name
+  bool uses_mpi;                 // initialize MPI first (help and checks do not need it)
 };
 
 const std::vector<Command>& commands();
 std::string usage();
 // Dispatches argv (without the program name); returns the exit code.
 int dispatch(const Args& args);
+// Whether running these arguments needs MPI (a subcommand that communicates).
+bool needs_mpi(const Args& args);
 
 int info_main(const Args& args);
 int config_main(const Args& args);

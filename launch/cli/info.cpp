@@ -8,7 +8,6 @@
 
 #include "bench/bench.hpp"
 #include "core/backend.hpp"
-#include "core/runtime.hpp"
 #include "core/thread_pool.hpp"
 #include "launch/cli/commands.hpp"
 #include "switchyard/build_info.hpp"
@@ -46,8 +45,7 @@ int info_main(const Args& args) {
 
   std::cout << "switchyard " << SWITCHYARD_VERSION << " (" << SWITCHYARD_BUILD_TYPE << ", "
             << SWITCHYARD_CXX_COMPILER << (SWITCHYARD_NATIVE ? ", -march=native" : "") << ")\n";
-  std::cout << "  MPI        " << mpi << " (" << runtime().world_size << " rank"
-            << (runtime().world_size == 1 ? "" : "s") << " in this job)\n";
+  std::cout << "  MPI        " << mpi << "\n";
   std::cout << "  Eigen      " << EIGEN_WORLD_VERSION << "." << EIGEN_MAJOR_VERSION << "." << EIGEN_MINOR_VERSION
             << "\n";
   std::cout << "  HDF5       " << h5_major << "." << h5_minor << "." << h5_release << "\n";

@@ -61,7 +61,10 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(GemmCase{1, 1, 1, Trans::N, Trans::N, 1}, GemmCase{37, 29, 53, Trans::N, Trans::N, 2},
                     GemmCase{37, 29, 53, Trans::T, Trans::N, 2}, GemmCase{37, 29, 53, Trans::N, Trans::T, 2},
                     GemmCase{37, 29, 53, Trans::T, Trans::T, 2}, GemmCase{300, 40, 120, Trans::N, Trans::T, 2},
-                    GemmCase{40, 300, 120, Trans::T, Trans::N, 3}, GemmCase{257, 129, 64, Trans::N, Trans::N, 4}));
+                    GemmCase{40, 300, 120, Trans::T, Trans::N, 3}, GemmCase{257, 129, 64, Trans::N, Trans::N, 4},
+                    // Past every blocking size of the packed kernel (kMC, kKC, kNC) with ragged edges.
+                    GemmCase{203, 1037, 531, Trans::N, Trans::N, 1}, GemmCase{203, 1037, 531, Trans::T, Trans::T, 2},
+                    GemmCase{203, 1037, 531, Trans::T, Trans::N, 1}, GemmCase{203, 1037, 531, Trans::N, Trans::T, 2}));
 
 TEST(Gemm, BetaZeroOverwritesNaN) {
   const std::vector<float> a{1, 2}, b{3, 4};  // (1,2) x (2,1)
