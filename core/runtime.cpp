@@ -55,7 +55,10 @@ const RuntimeInfo& runtime() { return g_info; }
 bool runtime_initialized() { return g_initialized; }
 
 void abort_job(const char* what) {
-  std::fprintf(stderr, "switchyard: error on rank %d of %d: %s\n", g_info.rank, g_info.world_size, what);
+  if (g_info.world_size > 1)
+    std::fprintf(stderr, "switchyard: error on rank %d of %d: %s\n", g_info.rank, g_info.world_size, what);
+  else
+    std::fprintf(stderr, "switchyard: error: %s\n", what);
   std::fflush(stderr);
   int mpi_up = 0, mpi_down = 0;
   MPI_Initialized(&mpi_up);

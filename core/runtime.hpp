@@ -25,7 +25,8 @@ bool runtime_initialized();
 // MPI_Finalize, or aborts the job (exit code 1) when body throws on any rank.
 int run_guarded(int argc, char** argv, const std::function<int()>& body, bool use_mpi = true);
 
-// Prints "switchyard: error on rank R of W: what" and ends the job.
+// Prints "switchyard: error on rank R of W: what" (or "switchyard: error: what"
+// in a one-process run) and ends the job.
 [[noreturn]] void abort_job(const char* what);
 
 }  // namespace sy
