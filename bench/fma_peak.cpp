@@ -27,7 +27,9 @@ double fma_kernel(int64_t iters, float* sink) {
     for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
   __m512 s = acc[0];
   for (int i = 1; i < kChains; ++i) s = _mm512_add_ps(s, acc[i]);
-  *sink = _mm512_reduce_add_ps(s);
+  alignas(64) float lanes[16];  // not _mm512_reduce_add_ps: GCC 12 warns falsely inside it
+  _mm512_store_ps(lanes, s);
+  *sink = lanes[0] + lanes[15];
   return 2.0 * 16 * kChains * static_cast<double>(iters);
 }
 #elif defined(__AVX2__) && defined(__FMA__)
