@@ -78,8 +78,14 @@ double measure_fma_peak_gflops(int threads, double seconds) {
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     std::atomic<double> flops{0};
+    std::atomic<int> started{0};
     const auto t0 = clock::now();
     pool.run(threads, [&](int64_t) {
+      // Every task waits for all to start, so each runs on its own thread
+      // (otherwise one thread may take two tasks in turn and halve the peak).
+      started.fetch_add(1);
+      while (started.load() < threads) {
+      }
       float local_sink = 0;
       const double f = fma_kernel(iters, &local_sink);
       double cur = flops.load();
