@@ -70,7 +70,12 @@ template <typename T>
 void relu_backward(T* din, const T* in, const T* dout, int64_t n) {
   check_elementwise("relu_backward", din, in, dout, n);
   compute_pool().parallel_for(n, kElementGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) din[i] = in[i] > T(0) ? dout[i] : T(0);
+    // Both loads unconditional so the loop vectorizes to a blend: a branch on
+    // the sign of `in` mispredicts half the time and runs ~10x slower.
+    for (int64_t i = i0; i < i1; ++i) {
+      const T g = dout[i];
+      din[i] = in[i] > T(0) ? g : T(0);
+    }
   });
 }
 
