@@ -39,20 +39,22 @@ float* pack_buffer_b() {
 }
 
 // Packs alpha * op(A)[i0:i0+mc, p0:p0+kc] into panels of kMR rows:
-// ap[panel][p][r], zero-padded past mc.
+// ap[panel][p][r], zero-padded past mc. Writes are sequential; reads walk kMR
+// rows (or one contiguous row, transposed) in step.
 void pack_a(Trans trans, const float* a, int64_t lda, int64_t i0, int64_t p0, int64_t mc, int64_t kc, float alpha,
             float* ap) {
   for (int64_t ir = 0; ir < mc; ir += kMR) {
     const int64_t rows = std::min(kMR, mc - ir);
     float* dst = ap + ir * kc;
     if (trans == Trans::N) {
-      for (int64_t r = 0; r < kMR; ++r) {
-        if (r < rows) {
-          const float* src = a + (i0 + ir + r) * lda + p0;
-          for (int64_t p = 0; p < kc; ++p) dst[p * kMR + r] = alpha * src[p];
-        } else {
-          for (int64_t p = 0; p < kc; ++p) dst[p * kMR + r] = 0.0f;
-        }
+      const float* src[kMR];
+      for (int64_t r = 0; r < kMR; ++r) src[r] = a + (i0 + ir + std::min(r, rows - 1)) * lda + p0;
+      if (rows == kMR) {
+        for (int64_t p = 0; p < kc; ++p, dst += kMR)
+          for (int64_t r = 0; r < kMR; ++r) dst[r] = alpha * src[r][p];
+      } else {
+        for (int64_t p = 0; p < kc; ++p, dst += kMR)
+          for (int64_t r = 0; r < kMR; ++r) dst[r] = r < rows ? alpha * src[r][p] : 0.0f;
       }
     } else {
       for (int64_t p = 0; p < kc; ++p) {
@@ -85,13 +87,15 @@ void pack_b(Trans trans, const float* b, int64_t ldb, int64_t p0, int64_t j0, in
         }
       }
     } else {
-      for (int64_t j = 0; j < kNR; ++j) {
-        if (j < cols) {
-          const float* src = b + (j0 + jr + j) * ldb + p0;
-          for (int64_t p = 0; p < kc; ++p) dst[p * kNR + j] = src[p];
-        } else {
-          for (int64_t p = 0; p < kc; ++p) dst[p * kNR + j] = 0.0f;
-        }
+      const float* src[kNR];
+      for (int64_t j = 0; j < kNR; ++j) src[j] = b + (j0 + jr + std::min(j, cols - 1)) * ldb + p0;
+      float* d = dst;
+      if (cols == kNR) {
+        for (int64_t p = 0; p < kc; ++p, d += kNR)
+          for (int64_t j = 0; j < kNR; ++j) d[j] = src[j][p];
+      } else {
+        for (int64_t p = 0; p < kc; ++p, d += kNR)
+          for (int64_t j = 0; j < kNR; ++j) d[j] = j < cols ? src[j][p] : 0.0f;
       }
     }
   }
