@@ -3,6 +3,7 @@
 // baselines measured in the same run (never against remembered numbers).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -17,5 +18,6 @@ double measure_fma_peak_gflops(int threads, double seconds = 0.3);
 double measure_gemm_gflops(int64_t m, int64_t k, int64_t n, int threads, double min_seconds = 0.5);
 
 int gemm_main(const std::vector<std::string>& args);
+int moe_layer_main(const std::vector<std::string>& args);
 
 }  // namespace sy::bench

@@ -76,7 +76,7 @@ double measure_fma_peak_gflops(int threads, double seconds) {
     iters *= 4;
   }
   double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 5; ++rep) {
     std::atomic<double> flops{0};
     std::atomic<int> started{0};
     const auto t0 = clock::now();

@@ -36,7 +36,7 @@ const std::vector<Command>& commands() {
       {"prepare", "build an HDF5 token dataset from text files", not_built<kPrepare, kTrainerIssue>, false},
       {"eval", "validation loss and per-domain expert usage of a checkpoint", not_built<kEval, kTrainerIssue>, false},
       {"generate", "sample text from a checkpoint", not_built<kGenerate, kTrainerIssue>, false},
-      {"bench", "benchmarks: gemm (more to come); --json for machine-readable lines", bench_main, true},
+      {"bench", "benchmarks: gemm, moe-layer (more to come); --json for machine-readable lines", bench_main, true},
       {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", not_built<kNetsim, kNetsimIssue>, false},
       {"config", "check an INI config and print it resolved, with --section.key=value overrides", config_main, false},
       {"info", "version, build options, and the GEMM speed of this machine", info_main, false},
@@ -86,7 +86,7 @@ int bench_main(const Args& args) {
       "usage: switchyard bench NAME [options]\n\n"
       "benchmarks:\n"
       "  gemm        fp32 GEMM GFLOP/s per shape and thread count, ratio to the measured FMA peak\n"
-      "  moe-layer   (not built yet: comes with the MoE layer)\n"
+      "  moe-layer   one MoE layer fwd+bwd: ms, tokens/s, expert GEMM GFLOP/s vs GEMM and FMA peak\n"
       "  alltoall    (not built yet: comes with the all-to-all algorithms)\n\n"
       "'switchyard bench NAME --help' for its options; --json prints one JSON object per line.\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
@@ -95,7 +95,8 @@ int bench_main(const Args& args) {
   }
   const Args rest(args.begin() + 1, args.end());
   if (args[0] == "gemm") return bench::gemm_main(rest);
-  if (args[0] == "moe-layer" || args[0] == "alltoall") {
+  if (args[0] == "moe-layer") return bench::moe_layer_main(rest);
+  if (args[0] == "alltoall") {
     std::cerr << "switchyard bench " << args[0] << ": not built yet\n";
     return 2;
   }

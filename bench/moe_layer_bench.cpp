@@ -1,0 +1,165 @@
+// `switchyard bench moe-layer`: one MoE layer, forward + backward with the
+// input gradient, timed after warm-up. Reports the step against the expert
+// GEMM flops actually executed, the plain GEMM speed at the same shapes and the
+// FMA peak, all measured in this run.
+//
+// Until the parallel runtime lands, each rank runs its own tokens through its
+// own replica of the layer (no communication): a2a_share is 0 and
+// tokens_per_s sums the ranks.
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <random>
+#include <vector>
+
+#include "bench/bench.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/json.hpp"
+#include "core/mpi_check.hpp"
+#include "core/runtime.hpp"
+#include "core/thread_pool.hpp"
+#include "models/moe_layer.hpp"
+
+namespace sy::bench {
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+int moe_layer_main(const std::vector<std::string>& args) {
+  std::string path;
+  bool json = false;
+  std::vector<std::string> overrides;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << "usage: switchyard bench moe-layer [--config FILE] [--json] [--section.key=value ...]\n\n"
+                   "Times one MoE layer (forward, backward with input gradient) on bench.tokens tokens per\n"
+                   "rank with bench.threads threads: bench.warmup untimed steps, then the median of\n"
+                   "bench.steps. Shapes from [model] dim and [moe]; see configs/bench/moe-layer.ini.\n"
+                   "Fields: fwd_ms bwd_ms step_ms tokens_per_s; expert_gflops = expert GEMM flops executed per\n"
+                   "step / step time; gemm_gflops = plain GEMM at the expert shapes; fma_peak_gflops (threads x\n"
+                   "ranks); ratio_to_peak = expert_gflops / fma_peak_gflops; routing_share = share of the step\n"
+                   "outside the expert FFNs (router, capacity, dispatch, combine).\n";
+      return 0;
+    }
+    if (a == "--json") {
+      json = true;
+    } else if (a == "--config") {
+      if (i + 1 >= args.size()) throw ConfigError("command line: --config needs a file");
+      path = args[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      path = a.substr(9);
+    } else {
+      overrides.push_back(a);
+    }
+  }
+  const Config config = load_config(path, overrides);
+  const RuntimeInfo& rt = runtime();
+  set_num_threads(config.bench.threads);
+  const int threads = config.bench.threads;
+  const int64_t T = config.bench.tokens, M = config.model.dim;
+  const MoeConfig& mc = config.moe;
+  SY_CHECK_AS(ConfigError, config.bench.steps >= 1, "bench.steps must be at least 1");
+  const int64_t seq_len = mc.balance == BalanceKind::Sequence ? config.model.seq_len : T;
+  SY_CHECK_AS(ConfigError, T % seq_len == 0,
+              "moe.balance = sequence needs bench.tokens (" << T << ") to be a multiple of model.seq_len ("
+                                                            << seq_len << ")");
+
+  moe::MoeLayer<float> layer(mc, M, T, seq_len, config.train.seed + 1000 * rt.rank);
+  std::mt19937_64 rng(config.train.seed + rt.rank);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(T * M), dout(T * M), out(T * M), dx(T * M);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : dout) v = normal(rng) * 1e-3f;
+  std::vector<int32_t> ids(T);
+  for (auto& id : ids) id = static_cast<int32_t>(rng() % std::max(1, config.model.vocab_size));
+
+  std::vector<double> fwd, bwd, step, expert_s, outside_s;
+  double flops = 0;
+  for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it) {
+    layer.zero_grads();
+    layer.times().clear();
+    layer.set_timing(true);
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto t0 = std::chrono::steady_clock::now();
+    layer.forward(x.data(), ids.data(), T, out.data());
+    const double f = seconds_since(t0);
+    const auto t1 = std::chrono::steady_clock::now();
+    layer.backward(dout.data(), dx.data());
+    const double b = seconds_since(t1);
+    layer.on_optimizer_step();
+    if (it < config.bench.warmup) continue;
+    fwd.push_back(f);
+    bwd.push_back(b);
+    step.push_back(f + b);
+    const auto& tm = layer.times();
+    expert_s.push_back(tm.experts_s);
+    outside_s.push_back(tm.router_s + tm.dispatch_s + tm.combine_s);
+    const double shared = mc.num_shared_experts > 0
+                              ? moe::experts_forward_flops({1, M, mc.num_shared_experts * int64_t(mc.hidden_size),
+                                                            mc.activation},
+                                                           T)
+                              : 0.0;
+    flops = 3.0 * (layer.stats().expert_flops_forward + shared);  // backward = 2x forward
+  }
+  const double step_s = median(step);
+  const auto& st = layer.stats();
+  // Plain GEMM at the expert shapes: rows per expert x M x H1, then x H x M.
+  const int64_t rows = std::max<int64_t>(1, int64_t(st.experts_per_token * double(T)) / mc.num_experts);
+  const moe::ExpertShape shape = layer.expert_shape();
+  const double g1 = measure_gemm_gflops(rows, M, shape.h1(), threads, 0.3);
+  const double g2 = measure_gemm_gflops(rows, shape.hidden, M, threads, 0.3);
+  const double f1 = 2.0 * rows * M * shape.h1(), f2 = 2.0 * rows * shape.hidden * M;
+  const double gemm_gflops = (f1 + f2) / (f1 / g1 + f2 / g2);
+  const double peak_rank = measure_fma_peak_gflops(threads);
+
+  // Totals over ranks: flops and peak add; times are the slowest rank's.
+  double local[3] = {flops / step_s / 1e9, peak_rank, double(T) / step_s};
+  double total[3];
+  SY_MPI_CHECK(MPI_Allreduce(local, total, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+  const double expert_gflops = total[0], fma_peak = total[1], tokens_per_s = total[2];
+  const double routing_share = median(outside_s) / step_s;
+  if (rt.rank != 0) return 0;
+
+  JsonLine line;
+  line.add("bench", "moe-layer").add("ranks", rt.world_size).add("threads", threads).add("tokens", T);
+  line.add("model_dim", M).add("hidden", int64_t(mc.hidden_size)).add("experts", mc.num_experts);
+  line.add("top_k", mc.top_k).add("router", to_string(mc.router)).add("activation", to_string(mc.activation));
+  line.add("capacity_factor", mc.capacity_factor);
+  line.add("fwd_ms", 1e3 * median(fwd)).add("bwd_ms", 1e3 * median(bwd)).add("step_ms", 1e3 * step_s);
+  line.add("tokens_per_s", tokens_per_s).add("expert_gflops", expert_gflops).add("gemm_gflops", gemm_gflops);
+  line.add("fma_peak_gflops", fma_peak).add("ratio_to_peak", expert_gflops / fma_peak);
+  line.add("ratio_to_gemm", expert_gflops / (gemm_gflops * rt.world_size));
+  line.add("routing_share", routing_share).add("expert_share", median(expert_s) / step_s).add("a2a_share", 0.0);
+  line.add("dropped_fraction", st.dropped_fraction()).add("experts_per_token", st.experts_per_token);
+  line.add("expert_load_max_over_mean", st.load_max_over_mean());
+  if (json) {
+    std::cout << line.str() << "\n";
+  } else {
+    std::printf("moe-layer: %d rank(s) x %d thread(s), %lld tokens/rank, M=%lld H=%d E=%d k=%d router=%s\n",
+                rt.world_size, threads, static_cast<long long>(T), static_cast<long long>(M), mc.hidden_size,
+                mc.num_experts, mc.top_k, to_string(mc.router));
+    std::printf("  fwd %.1f ms   bwd %.1f ms   step %.1f ms   %.0f tokens/s\n", 1e3 * median(fwd),
+                1e3 * median(bwd), 1e3 * step_s, tokens_per_s);
+    std::printf("  expert GEMMs %.1f GFLOP/s over the step = %.1f%% of the FMA peak (%.1f); plain GEMM %.1f\n",
+                expert_gflops, 100 * expert_gflops / fma_peak, fma_peak, gemm_gflops);
+    std::printf("  outside the expert FFNs (router, dispatch, combine): %.1f%% of the step; dropped %.1f%%\n",
+                100 * routing_share, 100 * st.dropped_fraction());
+  }
+  return 0;
+}
+
+}  // namespace sy::bench

@@ -1,0 +1,480 @@
+#include "models/moe_layer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/gemm.hpp"
+#include "core/ops/activation.hpp"
+#include "core/ops/linear.hpp"
+#include "core/thread_pool.hpp"
+
+namespace sy::moe {
+
+double MoeLayerStats::load_max_over_mean() const {
+  if (tokens_per_expert.empty()) return 0.0;
+  const double total = std::accumulate(tokens_per_expert.begin(), tokens_per_expert.end(), 0.0);
+  if (total == 0.0) return 0.0;
+  const double mx = static_cast<double>(*std::max_element(tokens_per_expert.begin(), tokens_per_expert.end()));
+  return mx / (total / static_cast<double>(tokens_per_expert.size()));
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Stopwatch {
+ public:
+  Stopwatch(bool on, double& sink) : on_(on), sink_(sink) {
+    if (on_) t0_ = Clock::now();
+  }
+  ~Stopwatch() {
+    if (on_) sink_ += std::chrono::duration<double>(Clock::now() - t0_).count();
+  }
+
+ private:
+  bool on_;
+  double& sink_;
+  Clock::time_point t0_;
+};
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+template <typename T>
+T round_to_bf16(T v) {
+  return static_cast<T>(bf16_to_float(float_to_bf16(static_cast<float>(v))));
+}
+
+// Most slots a call can produce (sizes the slot buffers).
+int64_t max_slots_per_token(const MoeConfig& c) {
+  switch (c.router) {
+    case RouterKind::TopP:
+    case RouterKind::ExpertChoice: return c.num_experts;
+    case RouterKind::NullExperts: return c.top_k;
+    default: return c.top_k;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed)
+    : config_(config),
+      shape_{config.num_experts, model_dim, config.hidden_size, config.activation},
+      max_tokens_(max_tokens),
+      seed_(seed) {
+  SY_REQUIRE(model_dim > 0, "model_dim must be positive, got " << model_dim);
+  SY_REQUIRE(max_tokens > 0, "max_tokens must be positive, got " << max_tokens);
+  SY_REQUIRE(config.num_experts > 0 && config.hidden_size > 0, "num_experts and hidden_size must be positive");
+  router_ = make_router<T>(config, seed);
+  num_logits_ = router_->num_logits();
+  balancer_ = std::make_unique<Balancer<T>>(config, seq_len);
+
+  const int64_t E = shape_.num_experts, M = model_dim, H = shape_.hidden, H1 = shape_.h1();
+  const int64_t S = config.num_shared_experts, L = num_logits_;
+  if (L > 0) add_param("router_weight", L * M);
+  add_param("expert_w1", E * H1 * M);
+  add_param("expert_w2", E * M * H);
+  if (S > 0) {
+    add_param("shared_w1", S * H1 * M);
+    add_param("shared_w2", M * S * H);
+  }
+  params_.assign(views_.empty() ? 0 : views_.back().offset + views_.back().size, T(0));
+  grads_.assign(params_.size(), T(0));
+  router_w_ = param("router_weight");
+  w1_ = param("expert_w1");
+  w2_ = param("expert_w2");
+  shared_w1_ = param("shared_w1");
+  shared_w2_ = param("shared_w2");
+  router_dw_ = grad("router_weight");
+  dw1_ = grad("expert_w1");
+  dw2_ = grad("expert_w2");
+  shared_dw1_ = grad("shared_w1");
+  shared_dw2_ = grad("shared_w2");
+  init_params(seed);
+
+  // Dispatched rows: every real slot at most once; with a capacity, at most E * C.
+  const int64_t max_slots = max_tokens * max_slots_per_token(config);
+  max_rows_ = max_slots;
+  const int64_t Tm = max_tokens;
+  // One function computes every size: the list below.
+  const std::vector<std::pair<T**, int64_t>> plan = {
+      {&router_in_, Tm * M},        {&router_wq_, L * M},         {&logits_, Tm * L},
+      {&dprobs_aux_, Tm * L},       {&dlogits_aux_, Tm * L},      {&dprobs_, Tm * L},
+      {&dlogits_, Tm * L},          {&xd_, max_rows_ * M},        {&h1_, max_rows_ * H1},
+      {&act_, max_rows_ * H},       {&y_, max_rows_ * M},         {&dy_, max_rows_ * M},
+      {&dact_, max_rows_ * H},      {&dh1_, max_rows_ * H1},      {&dxd_, max_rows_ * M},
+      {&shared_h1_, Tm * S * H1},   {&shared_act_, Tm * S * H},   {&shared_dact_, Tm * S * H},
+      {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M}};
+  int64_t total = 0;
+  for (const auto& [ptr, size] : plan) total += (size + 15) / 16 * 16;  // 64-byte granules
+  work_.assign(total, T(0));
+  int64_t at = 0;
+  for (const auto& [ptr, size] : plan) {
+    *ptr = work_.data() + at;
+    at += (size + 15) / 16 * 16;
+  }
+  dweight_.resize(max_slots);
+  slot_row_.resize(max_slots);
+  bucket_.resize(max_slots);
+  expert_offset_.resize(E);
+  expert_count_.resize(E);
+  bucket_begin_.resize(E + 1);
+  stats_.routed_per_expert.resize(E);
+  stats_.tokens_per_expert.resize(E);
+  // Warm the router output's vectors to their largest size.
+  routing_.probs.reserve(Tm * L);
+  routing_.token_begin.reserve(Tm + 1);
+  routing_.expert.reserve(max_slots);
+  routing_.weight.reserve(max_slots);
+  routing_.score.reserve(max_slots);
+}
+
+template <typename T>
+MoeLayer<T>::~MoeLayer() = default;
+
+template <typename T>
+void MoeLayer<T>::add_param(const std::string& name, int64_t size) {
+  const int64_t offset = views_.empty() ? 0 : views_.back().offset + (views_.back().size + 15) / 16 * 16;
+  views_.push_back({name, offset, size});
+}
+
+template <typename T>
+T* MoeLayer<T>::param(const std::string& name) {
+  for (const auto& v : views_)
+    if (v.name == name) return params_.data() + v.offset;
+  return nullptr;
+}
+
+template <typename T>
+T* MoeLayer<T>::grad(const std::string& name) {
+  for (const auto& v : views_)
+    if (v.name == name) return grads_.data() + v.offset;
+  return nullptr;
+}
+
+template <typename T>
+int64_t MoeLayer<T>::param_size(const std::string& name) const {
+  for (const auto& v : views_)
+    if (v.name == name) return v.size;
+  return 0;
+}
+
+template <typename T>
+void MoeLayer<T>::zero_grads() {
+  std::fill(grads_.begin(), grads_.end(), T(0));
+}
+
+template <typename T>
+void MoeLayer<T>::init_params(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t M = shape_.model_dim, H = shape_.hidden;
+  auto fill_uniform = [&](T* p, int64_t n, double bound) {
+    std::uniform_real_distribution<double> dist(-bound, bound);
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(dist(rng));
+  };
+  // Uniform(+-1/sqrt(fan_in)), as a linear layer; the router starts small so
+  // early routing is near uniform.
+  if (router_w_) fill_uniform(router_w_, param_size("router_weight"), 0.1 / std::sqrt(double(M)));
+  fill_uniform(w1_, param_size("expert_w1"), 1.0 / std::sqrt(double(M)));
+  fill_uniform(w2_, param_size("expert_w2"), 1.0 / std::sqrt(double(H)));
+  if (shared_w1_) {
+    fill_uniform(shared_w1_, param_size("shared_w1"), 1.0 / std::sqrt(double(M)));
+    fill_uniform(shared_w2_, param_size("shared_w2"), 1.0 / std::sqrt(double(H)));
+  }
+}
+
+template <typename T>
+int64_t MoeLayer<T>::capacity_for(int64_t num_tokens, int64_t max_load) const {
+  const double c = config_.capacity_factor;
+  const double nominal = double(config_.top_k) * double(num_tokens) / double(shape_.num_experts);
+  if (c > 0) return static_cast<int64_t>(std::ceil(nominal * c - 1e-9));
+  if (c == 0) return max_load;
+  return std::min<int64_t>(max_load, static_cast<int64_t>(std::ceil(nominal * -c - 1e-9)));
+}
+
+// Buckets the real slots by expert (stable: token order), keeps up to the
+// capacity per expert (by position or by score), and assigns each kept slot
+// its row in the packed dispatch buffer.
+template <typename T>
+void MoeLayer<T>::apply_capacity(int64_t num_tokens) {
+  const int64_t E = shape_.num_experts;
+  const int64_t S = routing_.num_slots();
+  std::fill(bucket_begin_.begin(), bucket_begin_.end(), 0);
+  int64_t nulls = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    const int32_t e = routing_.expert[s];
+    if (e < E) ++bucket_begin_[e + 1];
+    else ++nulls;
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    stats_.routed_per_expert[e] = bucket_begin_[e + 1];
+    bucket_begin_[e + 1] += bucket_begin_[e];
+  }
+  {
+    std::vector<int64_t>& fill = expert_offset_;  // reused as a cursor here
+    std::copy(bucket_begin_.begin(), bucket_begin_.end() - 1, fill.begin());
+    for (int64_t s = 0; s < S; ++s) {
+      const int32_t e = routing_.expert[s];
+      if (e < E) bucket_[fill[e]++] = s;
+    }
+  }
+  int64_t max_load = 0;
+  for (int64_t e = 0; e < E; ++e) max_load = std::max(max_load, stats_.routed_per_expert[e]);
+  if (capacity_reduce_) capacity_reduce_(&max_load);
+  // expert_choice already applied its capacity when choosing.
+  const int64_t capacity =
+      config_.router == RouterKind::ExpertChoice ? max_load : capacity_for(num_tokens, max_load);
+
+  std::fill(slot_row_.begin(), slot_row_.begin() + S, int64_t(-1));
+  int64_t row = 0, dropped = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t* first = bucket_.data() + bucket_begin_[e];
+    int64_t* last = bucket_.data() + bucket_begin_[e + 1];
+    const int64_t routed = last - first;
+    const int64_t keep = std::min(routed, capacity);
+    if (keep < routed && config_.drop_policy == DropPolicy::Score) {
+      // Highest scores first; ties keep token order.
+      std::stable_sort(first, last, [&](int64_t a, int64_t b) { return routing_.score[a] > routing_.score[b]; });
+      std::sort(first, first + keep);  // kept slots back in token order
+    }
+    expert_offset_[e] = row;
+    expert_count_[e] = keep;
+    for (int64_t j = 0; j < keep; ++j) slot_row_[first[j]] = row++;
+    dropped += routed - keep;
+    stats_.tokens_per_expert[e] = keep;
+  }
+  SY_CHECK_AS(Error, row <= max_rows_, "internal: dispatched rows " << row << " exceed the workspace " << max_rows_);
+  stats_.capacity = capacity;
+  stats_.routed_slots = S - nulls;
+  stats_.dropped_slots = dropped;
+  stats_.null_slots = nulls;
+  stats_.experts_per_token = num_tokens ? double(row) / double(num_tokens) : 0.0;
+  stats_.expert_flops_forward = experts_forward_flops(shape_, row);
+}
+
+template <typename T>
+double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_tokens, T* out) {
+  SY_REQUIRE(x != nullptr && out != nullptr, "MoE forward needs x and out");
+  SY_REQUIRE(num_tokens >= 1 && num_tokens <= max_tokens_,
+             "MoE forward got " << num_tokens << " tokens; this layer was sized for 1.." << max_tokens_);
+  const int64_t M = shape_.model_dim, L = num_logits_, Tn = num_tokens;
+  const int64_t S_shared = config_.num_shared_experts, H = shape_.hidden, H1 = shape_.h1();
+  ThreadPool& pool = compute_pool();
+  x_ = x;
+  num_tokens_ = Tn;
+  stats_.num_tokens = Tn;
+
+  // 1. Router logits (T, L) = router_in (T, M) W_r^T.
+  BalanceParts parts;
+  double router_loss = 0.0;
+  {
+    Stopwatch sw(timing_, times_.router_s);
+    if (L > 0) {
+      const bool bf16 = config_.router_dtype == DType::BF16;
+      const bool jitter = config_.jitter > 0.0;
+      if (jitter || bf16) {
+        jitter_seed_ = splitmix64(seed_ ^ splitmix64(noise_stream_));
+        pool.parallel_for(Tn, 64, [&](int64_t t0, int64_t t1) {
+          for (int64_t i = t0 * M; i < t1 * M; ++i) {
+            const T v = jitter ? x[i] * jitter_noise(i) : x[i];
+            router_in_[i] = bf16 ? round_to_bf16(v) : v;
+          }
+        });
+      } else {
+        std::copy(x, x + Tn * M, router_in_);
+      }
+      for (int64_t i = 0; i < L * M; ++i) router_wq_[i] = bf16 ? round_to_bf16(router_w_[i]) : router_w_[i];
+      gemm<T>(Trans::N, Trans::T, Tn, L, M, T(1), router_in_, M, router_wq_, M, T(0), logits_, L);
+    }
+    router_->route(L > 0 ? logits_ : nullptr, token_ids, Tn, capacity_for(Tn, Tn), routing_);
+    SY_CHECK_AS(Error, routing_.num_tokens == Tn, "router " << router_->name() << " returned "
+                                                            << routing_.num_tokens << " tokens, expected " << Tn);
+    if (L > 0) {
+      std::fill(dprobs_aux_, dprobs_aux_ + Tn * L, T(0));
+      std::fill(dlogits_aux_, dlogits_aux_ + Tn * L, T(0));
+    }
+    parts = balancer_->forward_backward(routing_, L > 0 ? logits_ : nullptr, dprobs_aux_, dlogits_aux_);
+    if (L > 0) router_loss = router_->aux_loss(routing_, dprobs_aux_);
+  }
+  stats_.balance_loss = parts.balance;
+  stats_.z_loss = parts.z;
+  stats_.router_loss = router_loss;
+
+  // 2. Capacity and 3. dispatch: copy each kept slot's token row.
+  const int64_t* token_begin = routing_.token_begin.data();
+  {
+    Stopwatch sw(timing_, times_.dispatch_s);
+    apply_capacity(Tn);
+    pool.parallel_for(Tn, 16, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t s = token_begin[t]; s < token_begin[t + 1]; ++s)
+          if (const int64_t r = slot_row_[s]; r >= 0) std::copy(x + t * M, x + (t + 1) * M, xd_ + r * M);
+    });
+  }
+
+  // 4. Experts (and the shared experts, on every token).
+  {
+    Stopwatch sw(timing_, times_.experts_s);
+    experts_forward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, y_);
+    if (S_shared > 0) {
+      // Shared output goes straight into out; combine adds the routed part.
+      ops::linear_forward(shared_h1_, x, shared_w1_, static_cast<const T*>(nullptr), Tn, M, S_shared * H1);
+      switch (shape_.activation) {
+        case ActivationKind::ReLU: ops::relu_forward(shared_act_, shared_h1_, Tn * S_shared * H); break;
+        case ActivationKind::GELU: ops::gelu_forward(shared_act_, shared_h1_, Tn * S_shared * H); break;
+        case ActivationKind::SwiGLU: ops::swiglu_forward(shared_act_, shared_h1_, Tn, S_shared * H); break;
+      }
+      ops::linear_forward(out, shared_act_, shared_w2_, static_cast<const T*>(nullptr), Tn, S_shared * H, M);
+    }
+  }
+
+  // 5. Combine: out[t] (+)= sum_s weight_s * y[row_s].
+  {
+    Stopwatch sw(timing_, times_.combine_s);
+    const T* weight = routing_.weight.data();
+    const bool add = S_shared > 0;
+    pool.parallel_for(Tn, 16, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        T* o = out + t * M;
+        if (!add) std::fill(o, o + M, T(0));
+        for (int64_t s = token_begin[t]; s < token_begin[t + 1]; ++s) {
+          const int64_t r = slot_row_[s];
+          if (r < 0) continue;
+          const T w = weight[s];
+          const T* yr = y_ + r * M;
+          for (int64_t j = 0; j < M; ++j) o[j] += w * yr[j];
+        }
+      }
+    });
+  }
+  return parts.balance + parts.z + router_loss;
+}
+
+template <typename T>
+void MoeLayer<T>::backward(const T* dout, T* dx) {
+  SY_REQUIRE(x_ != nullptr, "MoE backward called before forward");
+  SY_REQUIRE(dout != nullptr && dx != nullptr, "MoE backward needs dout and dx");
+  const int64_t M = shape_.model_dim, L = num_logits_, Tn = num_tokens_;
+  const int64_t S_shared = config_.num_shared_experts, H = shape_.hidden, H1 = shape_.h1();
+  ThreadPool& pool = compute_pool();
+  const int64_t* token_begin = routing_.token_begin.data();
+  const T* weight = routing_.weight.data();
+  T* dweight = dweight_.data();
+
+  // 1. Combine backward: dweight_s = <dout_t, y_row>, dy_row = weight_s * dout_t.
+  {
+    Stopwatch sw(timing_, times_.combine_s);
+    pool.parallel_for(Tn, 16, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const T* g = dout + t * M;
+        for (int64_t s = token_begin[t]; s < token_begin[t + 1]; ++s) {
+          const int64_t r = slot_row_[s];
+          if (r < 0) {
+            dweight[s] = T(0);
+            continue;
+          }
+          const T w = weight[s];
+          const T* yr = y_ + r * M;
+          T* dyr = dy_ + r * M;
+          T dot = T(0);
+          for (int64_t j = 0; j < M; ++j) {
+            dot += g[j] * yr[j];
+            dyr[j] = w * g[j];
+          }
+          dweight[s] = dot;
+        }
+      }
+    });
+  }
+
+  // 2. Experts backward; the shared experts write dx first.
+  {
+    Stopwatch sw(timing_, times_.experts_s);
+    experts_backward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, dy_, dact_,
+                     dh1_, dxd_, dw1_, dw2_);
+    if (S_shared > 0) {
+      const int64_t SH = S_shared * H, SH1 = S_shared * H1;
+      ops::linear_backward(shared_dact_, shared_dw2_, static_cast<T*>(nullptr), dout, shared_act_, shared_w2_, Tn,
+                           SH, M);
+      switch (shape_.activation) {
+        case ActivationKind::ReLU: ops::relu_backward(shared_dh1_, shared_h1_, shared_dact_, Tn * SH); break;
+        case ActivationKind::GELU: ops::gelu_backward(shared_dh1_, shared_h1_, shared_dact_, Tn * SH); break;
+        case ActivationKind::SwiGLU: ops::swiglu_backward(shared_dh1_, shared_h1_, shared_dact_, Tn, SH); break;
+      }
+      ops::linear_backward(dx, shared_dw1_, static_cast<T*>(nullptr), shared_dh1_, x_, shared_w1_, Tn, M, SH1);
+    }
+  }
+
+  // 3. Router backward: dlogits from the combine weights and the aux losses,
+  //    then dx_router = dlogits W_r (times the jitter noise), dW_r += dlogits^T router_in.
+  {
+    Stopwatch sw(timing_, times_.router_s);
+    if (L > 0) {
+      std::copy(dprobs_aux_, dprobs_aux_ + Tn * L, dprobs_);
+      router_->weight_backward(routing_, dweight, dprobs_);
+      router_->probs_backward(routing_, dprobs_, dlogits_);
+      for (int64_t i = 0; i < Tn * L; ++i) dlogits_[i] += dlogits_aux_[i];
+      gemm<T>(Trans::T, Trans::N, L, M, Tn, T(1), dlogits_, L, router_in_, M, T(1), router_dw_, M);
+      gemm<T>(Trans::N, Trans::N, Tn, M, L, T(1), dlogits_, L, router_wq_, M, T(0), router_dx_, M);
+      if (config_.jitter > 0.0) {
+        // router_in = x * noise (bf16 rounding is straight-through): d/dx multiplies by the noise.
+        pool.parallel_for(Tn, 64, [&](int64_t t0, int64_t t1) {
+          for (int64_t i = t0 * M; i < t1 * M; ++i) router_dx_[i] *= jitter_noise(i);
+        });
+      }
+    }
+  }
+
+  // 4. Un-dispatch: dx[t] = (shared part) + router part + sum over kept slots of dxd[row].
+  {
+    Stopwatch sw(timing_, times_.dispatch_s);
+    const bool add = S_shared > 0;
+    pool.parallel_for(Tn, 16, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        T* d = dx + t * M;
+        if (L > 0) {
+          const T* rd = router_dx_ + t * M;
+          if (add) for (int64_t j = 0; j < M; ++j) d[j] += rd[j];
+          else std::copy(rd, rd + M, d);
+        } else if (!add) {
+          std::fill(d, d + M, T(0));
+        }
+        for (int64_t s = token_begin[t]; s < token_begin[t + 1]; ++s) {
+          const int64_t r = slot_row_[s];
+          if (r < 0) continue;
+          const T* g = dxd_ + r * M;
+          for (int64_t j = 0; j < M; ++j) d[j] += g[j];
+        }
+      }
+    });
+  }
+}
+
+// Uniform(1 - eps, 1 + eps) for element i of this call's router input, from
+// (seed, noise stream, element): reproducible, thread-safe, and recomputable in backward.
+template <typename T>
+T MoeLayer<T>::jitter_noise(int64_t i) const {
+  const double u = double(splitmix64(jitter_seed_ + uint64_t(i)) >> 11) * 0x1.0p-53;
+  return static_cast<T>(1.0 + config_.jitter * (2.0 * u - 1.0));
+}
+
+template <typename T>
+void MoeLayer<T>::on_optimizer_step() {
+  if (config_.router == RouterKind::SigmoidBias) router_->update_bias(balancer_->accumulated_counts().data());
+  balancer_->reset();
+}
+
+template class MoeLayer<float>;
+template class MoeLayer<double>;
+
+}  // namespace sy::moe

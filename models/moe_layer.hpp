@@ -1,0 +1,170 @@
+// One MoE layer on one rank: router -> capacity -> dispatch -> experts -> combine.
+//
+// Forward  out(T, M) = sum over the kept slots s of token t of weight_s * expert_{e_s}(x_t)
+//                      + shared_experts(x_t)
+// The residual is the caller's: a token whose slots were all dropped (or that
+// chose only null experts) gets out = shared part only and passes through the
+// residual path. Dispatch and combine move rows by slot lists (O(T k M)),
+// never a dense one-hot product.
+// Backward: dx (T, M) overwritten; every parameter gradient +=. The router
+// receives gradients through the combine weights and through the balancing,
+// z and router-specific losses, whose gradients are formed in forward (their
+// loss weight is 1: they are added to the training loss as they are).
+//
+// Parameters live in one flat buffer with named views (params(), grads()):
+//   router_weight (L, M)           L = router->num_logits() (absent for hash)
+//   expert_w1     (E, H1, M)       H1 = H, or 2H for SwiGLU
+//   expert_w2     (E, M, H)
+//   shared_w1     (S*H1, M)        S = moe.num_shared_experts (absent when 0)
+//   shared_w2     (M, S*H)
+// Activations and scratch are one workspace sized at construction for
+// max_tokens: a forward/backward pair allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "models/balance.hpp"
+#include "models/experts.hpp"
+#include "models/router.hpp"
+
+namespace sy::moe {
+
+struct MoeLayerStats {
+  std::vector<int64_t> routed_per_expert;  // (E) real slots chosen, before capacity
+  std::vector<int64_t> tokens_per_expert;  // (E) real slots kept and computed
+  int64_t num_tokens = 0;
+  int64_t capacity = 0;        // tokens per expert this call
+  int64_t routed_slots = 0;    // real slots chosen
+  int64_t dropped_slots = 0;   // real slots over capacity (passed through the residual)
+  int64_t null_slots = 0;      // slots on null experts
+  double experts_per_token = 0;  // mean real experts computed per token
+  double balance_loss = 0, z_loss = 0, router_loss = 0;  // coefficients applied
+  double expert_flops_forward = 0;  // executed expert GEMM flops (backward does twice this)
+  double dropped_fraction() const { return routed_slots ? double(dropped_slots) / double(routed_slots) : 0.0; }
+  double load_max_over_mean() const;
+};
+
+// Wall time spent inside the layer, when timing is on (benchmarks).
+struct MoeLayerTimes {
+  double router_s = 0, dispatch_s = 0, experts_s = 0, combine_s = 0;
+  void clear() { *this = MoeLayerTimes{}; }
+};
+
+// Reduces per-expert capacity needs across the expert-parallel group (MAX);
+// identity on one rank.
+using CapacityReduceHook = std::function<void(int64_t* value)>;
+
+template <typename T>
+class MoeLayer {
+ public:
+  MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed);
+  ~MoeLayer();
+
+  // x (T, M); token_ids (T), needed by the hash router, may be null otherwise;
+  // out (T, M) overwritten. Returns the layer's auxiliary loss (balance + z +
+  // router-specific), already weighted by its coefficients.
+  double forward(const T* x, const int32_t* token_ids, int64_t num_tokens, T* out);
+  // dout (T, M) -> dx (T, M) overwritten; parameter gradients +=. Needs the
+  // x given to the last forward to be unchanged.
+  void backward(const T* dout, T* dx);
+  // The optimizer step's hook: bias update (sigmoid_bias), new global batch.
+  void on_optimizer_step();
+
+  T* params() { return params_.data(); }
+  T* grads() { return grads_.data(); }
+  int64_t num_params() const { return static_cast<int64_t>(params_.size()); }
+  void zero_grads();
+  // A named parameter view (see the header comment); nullptr when absent.
+  T* param(const std::string& name);
+  T* grad(const std::string& name);
+  int64_t param_size(const std::string& name) const;
+
+  const MoeLayerStats& stats() const { return stats_; }
+  const RouterOutput<T>& routing() const { return routing_; }
+  // Row of the dispatched buffer each slot went to; -1 for dropped and null slots.
+  const std::vector<int64_t>& slot_row() const { return slot_row_; }
+  Router<T>& router() { return *router_; }
+  Balancer<T>& balancer() { return *balancer_; }
+  const ExpertShape& expert_shape() const { return shape_; }
+
+  void set_count_reduce_hook(CountReduceHook hook) { balancer_->set_count_reduce_hook(std::move(hook)); }
+  void set_capacity_reduce_hook(CapacityReduceHook hook) { capacity_reduce_ = std::move(hook); }
+  void set_timing(bool on) { timing_ = on; }
+  // Selects the router-jitter noise of the next forwards. The trainer sets it
+  // from (step, micro-batch) so runs are reproducible and resumable; the same
+  // stream gives the same noise.
+  void set_noise_stream(uint64_t stream) { noise_stream_ = stream; }
+  MoeLayerTimes& times() { return times_; }
+
+  // Capacity (tokens per expert) for num_tokens tokens and the largest routed
+  // load, by moe.capacity_factor (DESIGN.md section 7).
+  int64_t capacity_for(int64_t num_tokens, int64_t max_load) const;
+
+ private:
+  struct View {
+    std::string name;
+    int64_t offset, size;
+  };
+  void add_param(const std::string& name, int64_t size);
+  void init_params(uint64_t seed);
+  void apply_capacity(int64_t num_tokens);
+  T jitter_noise(int64_t i) const;
+
+  MoeConfig config_;
+  ExpertShape shape_;
+  int64_t max_tokens_, max_rows_;
+  int num_logits_;
+  std::unique_ptr<Router<T>> router_;
+  std::unique_ptr<Balancer<T>> balancer_;
+  CapacityReduceHook capacity_reduce_;
+
+  std::vector<T> params_, grads_;
+  std::vector<View> views_;
+  T *router_w_ = nullptr, *w1_ = nullptr, *w2_ = nullptr, *shared_w1_ = nullptr, *shared_w2_ = nullptr;
+  T *router_dw_ = nullptr, *dw1_ = nullptr, *dw2_ = nullptr, *shared_dw1_ = nullptr, *shared_dw2_ = nullptr;
+
+  // Workspace: one allocation; views set in the constructor (sizes for max_tokens).
+  std::vector<T> work_;
+  T* router_in_;    // (T, M)   x with jitter / bf16 rounding applied (the router's input)
+  T* router_wq_;    // (L, M)   router weight as used (bf16-rounded when router_dtype = bf16)
+  T* logits_;       // (T, L)
+  T* dprobs_aux_;   // (T, L)   balance and router-loss gradients, formed in forward
+  T* dlogits_aux_;  // (T, L)   z-loss gradient, formed in forward
+  T* dprobs_;       // (T, L)
+  T* dlogits_;      // (T, L)
+  T* xd_;           // (rows, M)  dispatched tokens
+  T* h1_;           // (rows, H1)
+  T* act_;          // (rows, H)
+  T* y_;            // (rows, M)
+  T* dy_;           // (rows, M)
+  T* dact_;         // (rows, H)
+  T* dh1_;          // (rows, H1)
+  T* dxd_;          // (rows, M)
+  T* shared_h1_;    // (T, S*H1)
+  T* shared_act_;   // (T, S*H)
+  T* shared_dact_;  // (T, S*H)
+  T* shared_dh1_;   // (T, S*H1)
+  T* router_dx_;    // (T, M)
+  std::vector<T> dweight_;             // (max slots)
+  std::vector<int64_t> slot_row_;      // (max slots)
+  std::vector<int64_t> expert_offset_, expert_count_;  // (E)
+  std::vector<int64_t> bucket_;        // (max slots) slot ids grouped by expert
+  std::vector<int64_t> bucket_begin_;  // (E + 1)
+
+  RouterOutput<T> routing_;
+  MoeLayerStats stats_;
+  MoeLayerTimes times_;
+  bool timing_ = false;
+  const T* x_ = nullptr;  // the last forward's input
+  int64_t num_tokens_ = 0;
+  uint64_t seed_;
+  uint64_t noise_stream_ = 0;
+  uint64_t jitter_seed_ = 0;  // noise of the last forward
+};
+
+}  // namespace sy::moe
