@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The main job: sets up, builds, and runs the demo on this machine.
-# Until the trainer lands, the demo shows what the foundation does: the build
-# and machine report on one rank, then the GEMM benchmark on one rank and on
-# two MPI ranks at once (one thread each), so you see per-rank throughput.
+# Until the trainer lands, the demo is the MoE layer itself: the machine
+# report, then one MoE layer (forward + backward) benchmarked on one rank
+# with two threads, and on two MPI ranks with one thread each (each rank
+# routes its own tokens; expert parallelism comes with the parallel runtime).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash launch/build.sh
-echo "== switchyard info (1 rank)"
+echo "== switchyard info"
 SWITCHYARD_THREADS=2 build/switchyard info
 echo
-echo "== checking the demo config"
-build/switchyard config --config configs/demo.ini
+echo "== one MoE layer, 1 rank x 2 threads (configs/bench/moe-layer.ini)"
+build/switchyard bench moe-layer --config configs/bench/moe-layer.ini
 echo
-echo "== bench gemm on 2 MPI ranks, 1 thread each"
-bash tests/support/mpirun.sh 2 build/switchyard bench gemm --threads 1 --shapes 2048x512x1024 --min-time 0.3
+echo "== the same layer with the null_experts router (tokens use 0..k real experts)"
+build/switchyard bench moe-layer --config configs/bench/moe-layer.ini --moe.router=null_experts \
+  --moe.num_null_experts=4 --moe.capacity_factor=0
+echo
+echo "== 2 MPI ranks x 1 thread, 4096 tokens each"
+bash tests/support/mpirun.sh 2 build/switchyard bench moe-layer --config configs/bench/moe-layer.ini \
+  --bench.threads=1 --bench.tokens=4096

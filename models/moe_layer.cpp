@@ -290,11 +290,10 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
             router_in_[i] = bf16 ? round_to_bf16(v) : v;
           }
         });
-      } else {
-        std::copy(x, x + Tn * M, router_in_);
       }
+      router_input_ = (jitter || bf16) ? router_in_ : x;
       for (int64_t i = 0; i < L * M; ++i) router_wq_[i] = bf16 ? round_to_bf16(router_w_[i]) : router_w_[i];
-      gemm<T>(Trans::N, Trans::T, Tn, L, M, T(1), router_in_, M, router_wq_, M, T(0), logits_, L);
+      gemm<T>(Trans::N, Trans::T, Tn, L, M, T(1), router_input_, M, router_wq_, M, T(0), logits_, L);
     }
     router_->route(L > 0 ? logits_ : nullptr, token_ids, Tn, capacity_for(Tn, Tn), routing_);
     SY_CHECK_AS(Error, routing_.num_tokens == Tn, "router " << router_->name() << " returned "
@@ -424,7 +423,7 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
       router_->weight_backward(routing_, dweight, dprobs_);
       router_->probs_backward(routing_, dprobs_, dlogits_);
       for (int64_t i = 0; i < Tn * L; ++i) dlogits_[i] += dlogits_aux_[i];
-      gemm<T>(Trans::T, Trans::N, L, M, Tn, T(1), dlogits_, L, router_in_, M, T(1), router_dw_, M);
+      gemm<T>(Trans::T, Trans::N, L, M, Tn, T(1), dlogits_, L, router_input_, M, T(1), router_dw_, M);
       gemm<T>(Trans::N, Trans::N, Tn, M, L, T(1), dlogits_, L, router_wq_, M, T(0), router_dx_, M);
       if (config_.jitter > 0.0) {
         // router_in = x * noise (bf16 rounding is straight-through): d/dx multiplies by the noise.
@@ -470,7 +469,8 @@ T MoeLayer<T>::jitter_noise(int64_t i) const {
 
 template <typename T>
 void MoeLayer<T>::on_optimizer_step() {
-  if (config_.router == RouterKind::SigmoidBias) router_->update_bias(balancer_->accumulated_counts().data());
+  // Every rank calls this, so the counts are summed over ranks before the bias moves.
+  if (config_.router == RouterKind::SigmoidBias) router_->update_bias(balancer_->reduced_step_counts().data());
   balancer_->reset();
 }
 

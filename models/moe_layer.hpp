@@ -160,7 +160,8 @@ class MoeLayer {
   MoeLayerStats stats_;
   MoeLayerTimes times_;
   bool timing_ = false;
-  const T* x_ = nullptr;  // the last forward's input
+  const T* x_ = nullptr;             // the last forward's input
+  const T* router_input_ = nullptr;  // router_in_, or x_ when no jitter or bf16 rounding applies
   int64_t num_tokens_ = 0;
   uint64_t seed_;
   uint64_t noise_stream_ = 0;

@@ -45,7 +45,7 @@ TEST(Cli, UnbuiltSubcommandsSaySoAndFail) {
 }
 
 TEST(Cli, SubcommandHelp) {
-  for (const char* sub : {"info", "bench", "bench gemm", "config"}) {
+  for (const char* sub : {"info", "bench", "bench gemm", "bench moe-layer", "config"}) {
     const auto r = sy_run(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub << ": " << r.output;
     EXPECT_TRUE(contains(r.output, "usage") || contains(r.output, "Options")) << sub << ": " << r.output;
@@ -79,6 +79,25 @@ TEST(Cli, BenchGemmRejectsBadShape) {
   const auto r = sy_run("bench gemm --shapes 12x0x4");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.output, "12x0x4")) << r.output;
+}
+
+TEST(Cli, BenchMoeLayerJsonHasTheNamedFields) {
+  const auto r = sy_run("bench moe-layer --json --config " + test::source_dir() +
+                        "/configs/bench/moe-layer.ini --bench.tokens=256 --model.dim=64 --moe.hidden_size=128"
+                        " --bench.steps=2 --bench.warmup=1 --bench.threads=1 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* field :
+       {"\"bench\": \"moe-layer\"", "\"ranks\": 1", "\"threads\": 1", "\"tokens\": 256", "\"model_dim\": 64",
+        "\"hidden\": 128", "\"experts\": 4", "\"top_k\": 2", "\"router\": \"topk\"", "\"fwd_ms\": ", "\"bwd_ms\": ",
+        "\"step_ms\": ", "\"tokens_per_s\": ", "\"expert_gflops\": ", "\"gemm_gflops\": ", "\"fma_peak_gflops\": ",
+        "\"ratio_to_peak\": ", "\"routing_share\": ", "\"a2a_share\": "})
+    EXPECT_TRUE(contains(r.output, field)) << field << " missing from " << r.output;
+}
+
+TEST(Cli, BenchMoeLayerRefusesABadKey) {
+  const auto r = sy_run("bench moe-layer --moe.router=top2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "moe.router = 'top2'")) << r.output;
 }
 
 TEST(Cli, ConfigPrintsTheResolvedConfigWithOverrides) {

@@ -56,13 +56,13 @@ RandomRouting random_routing(int64_t T, int L, int k, uint64_t seed) {
   RandomRouting out;
   out.logits = test::random_vector<double>(size_t(T * L), seed, -2.0, 2.0);
   std::vector<double> probs(size_t(T * L));
-  std::vector<std::vector<int32_t>> experts(size_t(T));
+  std::vector<std::vector<int32_t>> experts(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) {
     const double* x = out.logits.data() + t * L;
     double m = *std::max_element(x, x + L), s = 0.0;
     for (int i = 0; i < L; ++i) s += std::exp(x[i] - m);
     for (int i = 0; i < L; ++i) probs[size_t(t * L + i)] = std::exp(x[i] - m) / s;
-    std::vector<int32_t> order(size_t(L));
+    std::vector<int32_t> order(static_cast<size_t>(L));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return x[a] > x[b]; });
     experts[size_t(t)].assign(order.begin(), order.begin() + k);
@@ -73,7 +73,8 @@ RandomRouting random_routing(int64_t T, int L, int k, uint64_t seed) {
 
 // Central differences of loss(probs) against the analytic dprobs; the balance
 // loss is linear in probs (f is a constant), so the difference is rounding only.
-void expect_probs_gradient(const RouterOutput<double>& routing, const std::function<double(const RouterOutput<double>&)>& loss,
+void expect_probs_gradient(const RouterOutput<double>& routing,
+                           const std::function<double(const RouterOutput<double>&)>& loss,
                            const std::vector<double>& analytic, double tol = 1e-8) {
   const double h = 1e-5;
   ASSERT_EQ(analytic.size(), routing.probs.size());
