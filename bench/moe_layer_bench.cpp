@@ -50,8 +50,8 @@ int moe_layer_main(const std::vector<std::string>& args) {
                    "rank with bench.threads threads: bench.warmup untimed steps, then the median of\n"
                    "bench.steps. Shapes from [model] dim and [moe]; see configs/bench/moe-layer.ini.\n"
                    "Fields: fwd_ms bwd_ms step_ms tokens_per_s; expert_gflops = expert GEMM flops executed per\n"
-                   "step / step time; gemm_gflops = plain GEMM at the expert shapes; fma_peak_gflops (threads x\n"
-                   "ranks); ratio_to_peak = expert_gflops / fma_peak_gflops; routing_share = share of the step\n"
+                   "step / step time; gemm_gflops = plain GEMM at the expert shapes; both summed over ranks, as\n"
+                   "is fma_peak_gflops (threads x ranks); ratio_to_peak = expert_gflops / fma_peak_gflops; routing_share = share of the step\n"
                    "outside the expert FFNs (router, capacity, dispatch, combine).\n";
       return 0;
     }
@@ -123,14 +123,14 @@ int moe_layer_main(const std::vector<std::string>& args) {
   const double g1 = measure_gemm_gflops(rows, M, shape.h1(), threads, 0.3);
   const double g2 = measure_gemm_gflops(rows, shape.hidden, M, threads, 0.3);
   const double f1 = 2.0 * rows * M * shape.h1(), f2 = 2.0 * rows * shape.hidden * M;
-  const double gemm_gflops = (f1 + f2) / (f1 / g1 + f2 / g2);
+  const double gemm_rank = (f1 + f2) / (f1 / g1 + f2 / g2);
   const double peak_rank = measure_fma_peak_gflops(threads);
 
-  // Totals over ranks: flops and peak add; times are the slowest rank's.
-  double local[3] = {flops / step_s / 1e9, peak_rank, double(T) / step_s};
-  double total[3];
-  SY_MPI_CHECK(MPI_Allreduce(local, total, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
-  const double expert_gflops = total[0], fma_peak = total[1], tokens_per_s = total[2];
+  // Totals over ranks: GFLOP/s, peaks and tokens/s add up.
+  double local[4] = {flops / step_s / 1e9, peak_rank, double(T) / step_s, gemm_rank};
+  double total[4];
+  SY_MPI_CHECK(MPI_Allreduce(local, total, 4, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+  const double expert_gflops = total[0], fma_peak = total[1], tokens_per_s = total[2], gemm_gflops = total[3];
   const double routing_share = median(outside_s) / step_s;
   if (rt.rank != 0) return 0;
 
@@ -142,7 +142,7 @@ int moe_layer_main(const std::vector<std::string>& args) {
   line.add("fwd_ms", 1e3 * median(fwd)).add("bwd_ms", 1e3 * median(bwd)).add("step_ms", 1e3 * step_s);
   line.add("tokens_per_s", tokens_per_s).add("expert_gflops", expert_gflops).add("gemm_gflops", gemm_gflops);
   line.add("fma_peak_gflops", fma_peak).add("ratio_to_peak", expert_gflops / fma_peak);
-  line.add("ratio_to_gemm", expert_gflops / (gemm_gflops * rt.world_size));
+  line.add("ratio_to_gemm", expert_gflops / gemm_gflops);
   line.add("routing_share", routing_share).add("expert_share", median(expert_s) / step_s).add("a2a_share", 0.0);
   line.add("dropped_fraction", st.dropped_fraction()).add("experts_per_token", st.experts_per_token);
   line.add("expert_load_max_over_mean", st.load_max_over_mean());
