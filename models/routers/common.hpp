@@ -1,63 +1,48 @@
-// Shared pieces of the routers: row softmax and its backward, top-k selection.
+// Pieces the routers share: row softmax and its backward, a deterministic
+// top-k, sizing a RouterOutput, and the two combine-weight backward rules.
+//
+// Gradient rule (as in models/router.hpp): weight backward adds into dprobs
+// (+=); the softmax backward overwrites dlogits.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <numeric>
-#include <vector>
 
 #include "models/router.hpp"
 
 namespace sy::moe::detail {
 
-// probs (T, L) = softmax of each row of logits (T, L).
+// probs (rows, cols) = softmax of each row of logits (rows, cols). rows may be 0.
 template <typename T>
-void softmax_rows(const T* logits, int64_t rows, int cols, T* probs) {
-  for (int64_t t = 0; t < rows; ++t) {
-    const T* l = logits + t * cols;
-    T* p = probs + t * cols;
-    const T mx = *std::max_element(l, l + cols);
-    T sum = 0;
-    for (int i = 0; i < cols; ++i) sum += (p[i] = std::exp(l[i] - mx));
-    const T inv = T(1) / sum;
-    for (int i = 0; i < cols; ++i) p[i] *= inv;
-  }
-}
+void softmax_rows(const T* logits,  // (rows, cols)
+                  int64_t rows, int cols,
+                  T* probs);        // (rows, cols)
 
 // dlogits = p * (dprobs - sum_j p_j dprobs_j), per row (overwritten).
 template <typename T>
-void softmax_rows_backward(const T* probs, const T* dprobs, int64_t rows, int cols, T* dlogits) {
-  for (int64_t t = 0; t < rows; ++t) {
-    const T* p = probs + t * cols;
-    const T* dp = dprobs + t * cols;
-    T dot = 0;
-    for (int i = 0; i < cols; ++i) dot += p[i] * dp[i];
-    T* dl = dlogits + t * cols;
-    for (int i = 0; i < cols; ++i) dl[i] = p[i] * (dp[i] - dot);
-  }
-}
+void softmax_rows_backward(const T* probs,   // (rows, cols), the forward output
+                           const T* dprobs,  // (rows, cols)
+                           int64_t rows, int cols,
+                           T* dlogits);      // (rows, cols), overwritten
 
-// The k largest of key[0..n) (ties: lower index first), written to out in
-// decreasing order. idx is scratch of size n.
-template <typename T>
-void top_k(const T* key, int n, int k, int* idx, int* out) {
-  std::iota(idx, idx + n, 0);
-  std::partial_sort(idx, idx + k, idx + n, [&](int a, int b) { return key[a] > key[b] || (key[a] == key[b] && a < b); });
-  std::copy(idx, idx + k, out);
-}
+// The k largest of key[0, n) in decreasing order, ties to the lower index,
+// written to chosen (k). idx (n) is scratch. Requires 1 <= k <= n.
+template <typename K>
+void top_k(const K* key, int n, int k, int* idx, int* chosen);
 
-// Resizes the output for num_tokens tokens and L logits; slots are appended.
+// Sizes out for num_tokens tokens, num_logits logits per token and num_slots
+// slots (probs get num_tokens * num_logits entries when with_probs, else none).
+// Only resizes, so a warmed-up output does not allocate.
 template <typename T>
-void begin_output(RouterOutput<T>& out, int64_t num_tokens, int num_logits, bool with_probs) {
-  out.num_tokens = num_tokens;
-  out.num_logits = num_logits;
-  out.probs.resize(with_probs ? num_tokens * num_logits : 0);
-  out.token_begin.resize(num_tokens + 1);
-  out.token_begin[0] = 0;
-  out.expert.clear();
-  out.weight.clear();
-  out.score.clear();
-}
+void size_output(RouterOutput<T>& out, int64_t num_tokens, int num_logits, bool with_probs, int64_t num_slots);
+
+// The two combine-weight rules, over the slots whose expert is < num_real
+// (the others, null experts, have a constant weight 0 and get no gradient):
+//   raw:          w_j = p_j                    -> dp_j += dw_j
+//   renormalized: w_j = p_j / S, S = sum_R p_i -> dp_j += (dw_j - sum_R dw_i w_i) / S
+// where R is the token's real slots and p = out.probs. dprobs (T, L) +=.
+template <typename T>
+void weight_backward_rows(const RouterOutput<T>& out, const T* dweight,  // (S)
+                          int num_real, bool renormalized,
+                          T* dprobs);                                      // (T, L), +=
 
 }  // namespace sy::moe::detail

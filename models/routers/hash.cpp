@@ -1,5 +1,7 @@
-// hash (Roller et al. 2021): expert = mix(token id) mod E, no learned router,
-// weight 1. The mix is the splitmix64 finalizer, so neighbouring ids spread.
+// hash (Roller et al. 2021): no learned router (L = 0, no probabilities).
+// expert = mix(token id) mod E with weight = score = 1, where mix is the
+// splitmix64 step (golden-ratio increment, then its finalizer), so
+// consecutive ids land on unrelated experts. Backward: nothing to do.
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "models/routers/common.hpp"
@@ -17,22 +19,28 @@ uint64_t mix(uint64_t x) {
 }
 
 template <typename T>
-class HashRouter : public Router<T> {
+class HashRouter final : public Router<T> {
  public:
   explicit HashRouter(const MoeConfig& c) : num_experts_(c.num_experts) {}
+
   std::string name() const override { return "hash"; }
   int num_logits() const override { return 0; }
+  bool learned() const override { return false; }
 
-  void route(const T*, const int32_t* token_ids, int64_t n, int64_t, RouterOutput<T>& out) override {
-    SY_REQUIRE(token_ids != nullptr, "router hash needs the token ids");
-    detail::begin_output(out, n, 0, false);
-    for (int64_t t = 0; t < n; ++t) {
-      out.expert.push_back(static_cast<int32_t>(mix(static_cast<uint64_t>(token_ids[t])) % uint64_t(num_experts_)));
-      out.weight.push_back(T(1));
-      out.score.push_back(T(1));
+  void route(const T*, const int32_t* token_ids, int64_t num_tokens, int64_t, RouterOutput<T>& out) override {
+    SY_REQUIRE(num_tokens >= 0, "router hash: num_tokens must be >= 0, got " << num_tokens);
+    SY_REQUIRE(token_ids != nullptr, "router hash routes by token id: token_ids must not be null");
+    detail::size_output(out, num_tokens, 0, false, num_tokens);
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      // Through uint32 first, so a negative id maps like its 32-bit pattern.
+      const uint64_t id = static_cast<uint32_t>(token_ids[t]);
+      out.expert[t] = static_cast<int32_t>(mix(id) % static_cast<uint64_t>(num_experts_));
+      out.weight[t] = T(1);
+      out.score[t] = T(1);
       out.token_begin[t + 1] = t + 1;
     }
   }
+
   void weight_backward(const RouterOutput<T>&, const T*, T*) const override {}
   void probs_backward(const RouterOutput<T>&, const T*, T*) const override {}
 
@@ -44,7 +52,8 @@ class HashRouter : public Router<T> {
 
 template <typename T>
 std::unique_ptr<Router<T>> make_hash(const MoeConfig& c, uint64_t) {
-  SY_CHECK_AS(ConfigError, c.top_k == 1, "moe.top_k = " << c.top_k << ": router hash sends each token to 1 expert");
+  SY_CHECK_AS(ConfigError, c.top_k == 1,
+              "moe.top_k = " << c.top_k << ": router hash sends each token to one expert, set moe.top_k = 1");
   return std::make_unique<HashRouter<T>>(c);
 }
 

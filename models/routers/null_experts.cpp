@@ -1,8 +1,13 @@
-// null_experts (AdaMoE): m extra experts that output zero and cost nothing.
-// Softmax and top-k run over E + m; null slots are kept in the output (the
-// balancing loss counts them) with weight 0, and the weights of the real
-// experts chosen are renormalized over the real ones, so a token uses 0..k
-// real experts.
+// null_experts (AdaMoE, Zeng et al. 2024): m extra experts (ids E .. E+m-1)
+// that output zero and cost nothing. p = softmax over the L = E + m logits;
+// each token takes its top k of L (slots in decreasing p, ties to the lower id).
+// Null slots stay in the output, so the balancing loss counts them, with weight
+// 0 (the layer skips them); score = p for every slot. A real slot's weight is
+// p_j / S_R with S_R the sum of p over the token's chosen real experts
+// (moe.normalize_weights), else p_j. A token thus uses 0..k real experts.
+// Backward (over the real slots R only; null weights are constant):
+//   raw: dp_j += dw_j;  renormalized: dp_j += (dw_j - sum_R dw_i w_i) / S_R;
+// then the softmax backward over L (dlogits overwritten).
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "models/routers/common.hpp"
@@ -13,7 +18,7 @@ namespace sy::moe {
 namespace {
 
 template <typename T>
-class NullExpertsRouter : public Router<T> {
+class NullExpertsRouter final : public Router<T> {
  public:
   explicit NullExpertsRouter(const MoeConfig& c)
       : num_experts_(c.num_experts),
@@ -21,56 +26,36 @@ class NullExpertsRouter : public Router<T> {
         k_(c.top_k),
         normalize_(c.normalize_weights),
         idx_(num_logits_),
-        chosen_(c.top_k) {
-    SY_CHECK_AS(ConfigError, c.num_null_experts >= 1,
-                "moe.num_null_experts = " << c.num_null_experts << ": router null_experts needs at least 1");
-    SY_CHECK_AS(ConfigError, k_ >= 1 && k_ <= num_logits_,
-                "moe.top_k = " << k_ << ": router null_experts needs 1 <= top_k <= num_experts + num_null_experts");
-  }
+        chosen_(c.top_k) {}
+
   std::string name() const override { return "null_experts"; }
   int num_logits() const override { return num_logits_; }
 
-  void route(const T* logits, const int32_t*, int64_t n, int64_t, RouterOutput<T>& out) override {
-    SY_REQUIRE(logits != nullptr, "router null_experts needs logits");
+  void route(const T* logits, const int32_t*, int64_t num_tokens, int64_t, RouterOutput<T>& out) override {
+    SY_REQUIRE(num_tokens >= 0, "router null_experts: num_tokens must be >= 0, got " << num_tokens);
+    SY_REQUIRE(logits != nullptr || num_tokens == 0, "router null_experts needs logits");
     const int L = num_logits_;
-    detail::begin_output(out, n, L, true);
-    detail::softmax_rows(logits, n, L, out.probs.data());
-    for (int64_t t = 0; t < n; ++t) {
+    detail::size_output(out, num_tokens, L, true, num_tokens * k_);
+    detail::softmax_rows(logits, num_tokens, L, out.probs.data());
+    for (int64_t t = 0; t < num_tokens; ++t) {
       const T* p = out.probs.data() + t * L;
       detail::top_k(p, L, k_, idx_.data(), chosen_.data());
       T real_sum = 0;
       for (int j = 0; j < k_; ++j)
         if (chosen_[j] < num_experts_) real_sum += p[chosen_[j]];
+      const int64_t s0 = t * k_;
       for (int j = 0; j < k_; ++j) {
         const int e = chosen_[j];
-        const bool real = e < num_experts_;
-        out.expert.push_back(e);
-        out.weight.push_back(!real ? T(0) : normalize_ ? p[e] / real_sum : p[e]);
-        out.score.push_back(p[e]);
+        out.expert[s0 + j] = e;
+        out.weight[s0 + j] = e >= num_experts_ ? T(0) : normalize_ ? p[e] / real_sum : p[e];
+        out.score[s0 + j] = p[e];
       }
-      out.token_begin[t + 1] = static_cast<int64_t>(out.expert.size());
+      out.token_begin[t + 1] = s0 + k_;
     }
   }
 
-  // Over the real slots R of a token: w_j = p_j / S_R (normalized), so
-  // dp_j = (dw_j - sum_{i in R} dw_i w_i) / S_R; null slots carry no gradient.
   void weight_backward(const RouterOutput<T>& out, const T* dweight, T* dprobs) const override {
-    const int L = num_logits_;
-    for (int64_t t = 0; t < out.num_tokens; ++t) {
-      const int64_t b = out.token_begin[t], e_end = out.token_begin[t + 1];
-      T* dp = dprobs + t * L;
-      const T* p = out.probs.data() + t * L;
-      T sum = 0, dot = 0;
-      for (int64_t s = b; s < e_end; ++s)
-        if (out.expert[s] < num_experts_) {
-          sum += p[out.expert[s]];
-          dot += dweight[s] * out.weight[s];
-        }
-      for (int64_t s = b; s < e_end; ++s) {
-        if (out.expert[s] >= num_experts_) continue;
-        dp[out.expert[s]] += normalize_ ? (dweight[s] - dot) / sum : dweight[s];
-      }
-    }
+    detail::weight_backward_rows(out, dweight, num_experts_, normalize_, dprobs);
   }
 
   void probs_backward(const RouterOutput<T>& out, const T* dprobs, T* dlogits) const override {
@@ -80,13 +65,20 @@ class NullExpertsRouter : public Router<T> {
  private:
   int num_experts_, num_logits_, k_;
   bool normalize_;
-  std::vector<int> idx_, chosen_;
+  std::vector<int> idx_;     // (L) top-k scratch
+  std::vector<int> chosen_;  // (k)
 };
 
 }  // namespace
 
 template <typename T>
 std::unique_ptr<Router<T>> make_null_experts(const MoeConfig& c, uint64_t) {
+  SY_CHECK_AS(ConfigError, c.num_null_experts >= 1,
+              "moe.num_null_experts = " << c.num_null_experts << ": router null_experts needs at least 1 null expert");
+  SY_CHECK_AS(ConfigError, c.top_k >= 1 && c.top_k <= c.num_experts + c.num_null_experts,
+              "moe.top_k = " << c.top_k
+                             << ": router null_experts needs 1 <= moe.top_k <= moe.num_experts + moe.num_null_experts ("
+                             << c.num_experts + c.num_null_experts << ")");
   return std::make_unique<NullExpertsRouter<T>>(c);
 }
 

@@ -1,6 +1,9 @@
-// topk (GShard, Mixtral): softmax over E experts, the k most probable chosen;
-// combine weights p, or p renormalized over the k chosen (moe.normalize_weights).
-// switch (Switch Transformer) is topk with k = 1 and raw weights.
+// topk (GShard, Mixtral): p = softmax over the E experts; each token takes the
+// k most probable (slots in decreasing p, ties to the lower expert id).
+// weight = p, or p / S with S the sum of the k chosen p (moe.normalize_weights);
+// score = p.
+// Backward: raw: dp_j += dw_j; renormalized: dp_j += (dw_j - sum_i dw_i w_i) / S;
+// then the softmax backward (dlogits overwritten).
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "models/routers/common.hpp"
@@ -11,55 +14,42 @@ namespace sy::moe {
 namespace {
 
 template <typename T>
-class TopKRouter : public Router<T> {
+class TopKRouter final : public Router<T> {
  public:
-  TopKRouter(const MoeConfig& c, std::string name, int k, bool normalize)
-      : name_(std::move(name)), num_experts_(c.num_experts), k_(k), normalize_(normalize), idx_(c.num_experts),
-        chosen_(k) {
-    SY_CHECK_AS(ConfigError, k_ >= 1 && k_ <= num_experts_,
-                "moe.top_k = " << k_ << ": router " << name_ << " needs 1 <= top_k <= moe.num_experts ("
-                               << num_experts_ << ")");
-  }
-  std::string name() const override { return name_; }
+  explicit TopKRouter(const MoeConfig& c)
+      : num_experts_(c.num_experts),
+        k_(c.top_k),
+        normalize_(c.normalize_weights),
+        idx_(c.num_experts),
+        chosen_(c.top_k) {}
+
+  std::string name() const override { return "topk"; }
   int num_logits() const override { return num_experts_; }
 
-  void route(const T* logits, const int32_t*, int64_t n, int64_t, RouterOutput<T>& out) override {
-    SY_REQUIRE(logits != nullptr, "router " << name_ << " needs logits");
+  void route(const T* logits, const int32_t*, int64_t num_tokens, int64_t, RouterOutput<T>& out) override {
+    SY_REQUIRE(num_tokens >= 0, "router topk: num_tokens must be >= 0, got " << num_tokens);
+    SY_REQUIRE(logits != nullptr || num_tokens == 0, "router topk needs logits");
     const int E = num_experts_;
-    detail::begin_output(out, n, E, true);
-    detail::softmax_rows(logits, n, E, out.probs.data());
-    for (int64_t t = 0; t < n; ++t) {
+    detail::size_output(out, num_tokens, E, true, num_tokens * k_);
+    detail::softmax_rows(logits, num_tokens, E, out.probs.data());
+    for (int64_t t = 0; t < num_tokens; ++t) {
       const T* p = out.probs.data() + t * E;
       detail::top_k(p, E, k_, idx_.data(), chosen_.data());
       T sum = 0;
       for (int j = 0; j < k_; ++j) sum += p[chosen_[j]];
+      const int64_t s0 = t * k_;
       for (int j = 0; j < k_; ++j) {
         const int e = chosen_[j];
-        out.expert.push_back(e);
-        out.weight.push_back(normalize_ ? p[e] / sum : p[e]);
-        out.score.push_back(p[e]);
+        out.expert[s0 + j] = e;
+        out.weight[s0 + j] = normalize_ ? p[e] / sum : p[e];
+        out.score[s0 + j] = p[e];
       }
-      out.token_begin[t + 1] = static_cast<int64_t>(out.expert.size());
+      out.token_begin[t + 1] = s0 + k_;
     }
   }
 
-  // Normalized: w_j = p_j / S, S = sum of the chosen p, so
-  // dp_j = (dw_j - sum_i dw_i w_i) / S for the chosen j.
   void weight_backward(const RouterOutput<T>& out, const T* dweight, T* dprobs) const override {
-    const int E = num_experts_;
-    for (int64_t t = 0; t < out.num_tokens; ++t) {
-      const int64_t b = out.token_begin[t], e_end = out.token_begin[t + 1];
-      T* dp = dprobs + t * E;
-      if (!normalize_) {
-        for (int64_t s = b; s < e_end; ++s) dp[out.expert[s]] += dweight[s];
-        continue;
-      }
-      const T* p = out.probs.data() + t * E;
-      T sum = 0, dot = 0;
-      for (int64_t s = b; s < e_end; ++s) sum += p[out.expert[s]];
-      for (int64_t s = b; s < e_end; ++s) dot += dweight[s] * out.weight[s];
-      for (int64_t s = b; s < e_end; ++s) dp[out.expert[s]] += (dweight[s] - dot) / sum;
-    }
+    detail::weight_backward_rows(out, dweight, num_experts_, normalize_, dprobs);
   }
 
   void probs_backward(const RouterOutput<T>& out, const T* dprobs, T* dlogits) const override {
@@ -67,28 +57,22 @@ class TopKRouter : public Router<T> {
   }
 
  private:
-  std::string name_;
   int num_experts_, k_;
   bool normalize_;
-  std::vector<int> idx_, chosen_;
+  std::vector<int> idx_;     // (E) top-k scratch
+  std::vector<int> chosen_;  // (k)
 };
 
 }  // namespace
 
 template <typename T>
 std::unique_ptr<Router<T>> make_topk(const MoeConfig& c, uint64_t) {
-  return std::make_unique<TopKRouter<T>>(c, "topk", c.top_k, c.normalize_weights);
-}
-
-// Switch keeps the raw probability: renormalizing one weight would make it 1
-// and cut the router off from the loss.
-template <typename T>
-std::unique_ptr<Router<T>> make_switch(const MoeConfig& c, uint64_t) {
-  SY_CHECK_AS(ConfigError, c.top_k == 1, "moe.top_k = " << c.top_k << ": router switch routes each token to 1 expert");
-  return std::make_unique<TopKRouter<T>>(c, "switch", 1, false);
+  SY_CHECK_AS(ConfigError, c.top_k >= 1 && c.top_k <= c.num_experts,
+              "moe.top_k = " << c.top_k << ": router topk needs 1 <= moe.top_k <= moe.num_experts (" << c.num_experts
+                             << ")");
+  return std::make_unique<TopKRouter<T>>(c);
 }
 
 SY_INSTANTIATE_ROUTER_FACTORY(make_topk)
-SY_INSTANTIATE_ROUTER_FACTORY(make_switch)
 
 }  // namespace sy::moe
