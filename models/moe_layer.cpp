@@ -11,6 +11,7 @@
 #include "core/gemm.hpp"
 #include "core/ops/activation.hpp"
 #include "core/ops/linear.hpp"
+#include "core/rng.hpp"
 #include "core/thread_pool.hpp"
 
 namespace sy::moe {
@@ -41,13 +42,6 @@ class Stopwatch {
   double& sink_;
   Clock::time_point t0_;
 };
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 template <typename T>
 T round_to_bf16(T v) {
@@ -463,7 +457,7 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
 // (seed, noise stream, element): reproducible, thread-safe, and recomputable in backward.
 template <typename T>
 T MoeLayer<T>::jitter_noise(int64_t i) const {
-  const double u = double(splitmix64(jitter_seed_ + uint64_t(i)) >> 11) * 0x1.0p-53;
+  const double u = uniform01(jitter_seed_ + uint64_t(i));
   return static_cast<T>(1.0 + config_.jitter * (2.0 * u - 1.0));
 }
 

@@ -1,22 +1,16 @@
 // hash (Roller et al. 2021): no learned router (L = 0, no probabilities).
-// expert = mix(token id) mod E with weight = score = 1, where mix is the
-// splitmix64 step (golden-ratio increment, then its finalizer), so
-// consecutive ids land on unrelated experts. Backward: nothing to do.
+// expert = splitmix64(token id) mod E with weight = score = 1 (core/rng.hpp:
+// golden-ratio increment, then the finalizer), so consecutive ids land on
+// unrelated experts. Backward: nothing to do.
 #include "core/config.hpp"
 #include "core/error.hpp"
+#include "core/rng.hpp"
 #include "models/routers/common.hpp"
 #include "models/routers/registry.hpp"
 
 namespace sy::moe {
 
 namespace {
-
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 template <typename T>
 class HashRouter final : public Router<T> {
@@ -34,7 +28,7 @@ class HashRouter final : public Router<T> {
     for (int64_t t = 0; t < num_tokens; ++t) {
       // Through uint32 first, so a negative id maps like its 32-bit pattern.
       const uint64_t id = static_cast<uint32_t>(token_ids[t]);
-      out.expert[t] = static_cast<int32_t>(mix(id) % static_cast<uint64_t>(num_experts_));
+      out.expert[t] = static_cast<int32_t>(splitmix64(id) % static_cast<uint64_t>(num_experts_));
       out.weight[t] = T(1);
       out.score[t] = T(1);
       out.token_begin[t + 1] = t + 1;
