@@ -1,0 +1,53 @@
+// The process grid: data, expert and tensor parallel groups over the world.
+//
+// World rank = (dp_index * ep + ep_index) * tp + tp_index: tensor-parallel
+// peers are neighbours (same node first), then expert-parallel peers.
+// Groups (each a Communicator):
+//   tp_group     same (dp, ep) index: the ranks that split attention heads;
+//   ep_group     same (dp, tp) index: the ranks that exchange tokens for experts;
+//   dp_group     same (ep, tp) index: replicas of the same shard;
+//   token_group  same tp index: every rank that holds different tokens
+//                (the global-batch balance counts are summed over it);
+//   node_group   ranks on one node (MPI_Comm_split_type SHARED), or blocks of
+//                parallel.ranks_per_node ranks to emulate several nodes.
+#pragma once
+
+#include <memory>
+
+#include "core/config.hpp"
+#include "parallel/mpi/mpi_communicator.hpp"
+
+namespace sy::par {
+
+class ProcessGrid {
+ public:
+  // Throws ConfigError on every rank when dp * ep * tp != the world size, or
+  // ranks_per_node does not divide it.
+  explicit ProcessGrid(const ParallelConfig& config, MPI_Comm world = MPI_COMM_WORLD);
+
+  int world_rank() const { return world_->rank(); }
+  int world_size() const { return world_->size(); }
+  int dp() const { return dp_; }
+  int ep() const { return ep_; }
+  int tp() const { return tp_; }
+  int dp_index() const { return dp_index_; }
+  int ep_index() const { return ep_index_; }
+  int tp_index() const { return tp_index_; }
+  int node_index() const { return node_index_; }
+  int num_nodes() const { return num_nodes_; }
+  int ranks_per_node() const { return node_->size(); }
+
+  Communicator& world() { return *world_; }
+  Communicator& tp_group() { return *tp_group_; }
+  Communicator& ep_group() { return *ep_group_; }
+  Communicator& dp_group() { return *dp_group_; }
+  Communicator& token_group() { return *token_group_; }
+  Communicator& node_group() { return *node_; }
+
+ private:
+  int dp_, ep_, tp_;
+  int dp_index_ = 0, ep_index_ = 0, tp_index_ = 0, node_index_ = 0, num_nodes_ = 1;
+  std::unique_ptr<MpiCommunicator> world_, tp_group_, ep_group_, dp_group_, token_group_, node_;
+};
+
+}  // namespace sy::par
