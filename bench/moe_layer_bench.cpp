@@ -3,8 +3,10 @@
 // GEMM flops actually executed, the plain GEMM speed at the same shapes and the
 // FMA peak, all measured in this run.
 //
-// Until the parallel runtime lands, each rank runs its own tokens through its
-// own replica of the layer (no communication): a2a_share is 0 and
+// On several ranks: with parallel.ep > 1 the experts are split over the
+// expert-parallel group and token rows travel by all-to-all (a2a_share is
+// its share of the step); otherwise each rank runs its own replica
+// (parallel.dp = ranks). Every rank routes bench.tokens tokens of its own;
 // tokens_per_s sums the ranks.
 #include <mpi.h>
 
@@ -22,6 +24,8 @@
 #include "core/runtime.hpp"
 #include "core/thread_pool.hpp"
 #include "models/moe_layer.hpp"
+#include "parallel/moe_hooks.hpp"
+#include "parallel/process_grid.hpp"
 
 namespace sy::bench {
 
@@ -78,7 +82,16 @@ int moe_layer_main(const std::vector<std::string>& args) {
               "moe.balance = sequence needs bench.tokens (" << T << ") to be a multiple of model.seq_len ("
                                                             << seq_len << ")");
 
-  moe::MoeLayer<float> layer(mc, M, T, seq_len, config.train.seed + 1000 * rt.rank);
+  ParallelConfig pc = config.parallel;
+  if (int64_t(pc.dp) * pc.ep * pc.tp == 1) pc.dp = rt.world_size;  // default: one replica per rank
+  SY_CHECK_AS(ConfigError, pc.tp == 1, "bench moe-layer: parallel.tp = " << pc.tp
+                                           << ": the MoE layer has no tensor parallelism (use ep and dp)");
+  par::ProcessGrid grid(pc);
+  std::unique_ptr<par::CommExpertExchange<float>> exchange;
+  if (pc.ep > 1) exchange = std::make_unique<par::CommExpertExchange<float>>(grid.ep_group());
+  // The seed is shared by the expert-parallel group (their experts together form one layer).
+  moe::MoeLayer<float> layer(mc, M, T, seq_len, config.train.seed + 1000 * grid.dp_index(), exchange.get());
+  par::connect_moe_layer(layer, grid.token_group(), grid.ep_group());
   std::mt19937_64 rng(config.train.seed + rt.rank);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(T * M), dout(T * M), out(T * M), dx(T * M);
@@ -87,7 +100,7 @@ int moe_layer_main(const std::vector<std::string>& args) {
   std::vector<int32_t> ids(T);
   for (auto& id : ids) id = static_cast<int32_t>(rng() % std::max(1, config.model.vocab_size));
 
-  std::vector<double> fwd, bwd, step, expert_s, outside_s;
+  std::vector<double> fwd, bwd, step, expert_s, outside_s, a2a_s;
   double flops = 0;
   for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it) {
     layer.zero_grads();
@@ -106,8 +119,9 @@ int moe_layer_main(const std::vector<std::string>& args) {
     bwd.push_back(b);
     step.push_back(f + b);
     const auto& tm = layer.times();
-    expert_s.push_back(tm.experts_s);
+    expert_s.push_back(tm.experts_s - tm.a2a_s);  // the expert stage without its all-to-all
     outside_s.push_back(tm.router_s + tm.dispatch_s + tm.combine_s);
+    a2a_s.push_back(tm.a2a_s);
     const double shared = mc.num_shared_experts > 0
                               ? moe::experts_forward_flops({1, M, mc.num_shared_experts * int64_t(mc.hidden_size),
                                                             mc.activation},
@@ -132,6 +146,7 @@ int moe_layer_main(const std::vector<std::string>& args) {
   SY_MPI_CHECK(MPI_Allreduce(local, total, 4, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
   const double expert_gflops = total[0], fma_peak = total[1], tokens_per_s = total[2], gemm_gflops = total[3];
   const double routing_share = median(outside_s) / step_s;
+  const double a2a_share = median(a2a_s) / step_s;
   if (rt.rank != 0) return 0;
 
   JsonLine line;
@@ -143,7 +158,8 @@ int moe_layer_main(const std::vector<std::string>& args) {
   line.add("tokens_per_s", tokens_per_s).add("expert_gflops", expert_gflops).add("gemm_gflops", gemm_gflops);
   line.add("fma_peak_gflops", fma_peak).add("ratio_to_peak", expert_gflops / fma_peak);
   line.add("ratio_to_gemm", expert_gflops / gemm_gflops);
-  line.add("routing_share", routing_share).add("expert_share", median(expert_s) / step_s).add("a2a_share", 0.0);
+  line.add("routing_share", routing_share).add("expert_share", median(expert_s) / step_s).add("a2a_share", a2a_share);
+  line.add("ep", pc.ep).add("dp", pc.dp);
   line.add("dropped_fraction", st.dropped_fraction()).add("experts_per_token", st.experts_per_token);
   line.add("expert_load_max_over_mean", st.load_max_over_mean());
   if (json) {
@@ -158,6 +174,7 @@ int moe_layer_main(const std::vector<std::string>& args) {
                 expert_gflops, 100 * expert_gflops / fma_peak, fma_peak, gemm_gflops);
     std::printf("  outside the expert FFNs (router, dispatch, combine): %.1f%% of the step; dropped %.1f%%\n",
                 100 * routing_share, 100 * st.dropped_fraction());
+    std::printf("  all-to-all (ep=%d): %.1f%% of the step\n", pc.ep, 100 * a2a_share);
   }
   return 0;
 }

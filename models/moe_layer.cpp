@@ -61,14 +61,27 @@ int64_t max_slots_per_token(const MoeConfig& c) {
 }  // namespace
 
 template <typename T>
-MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed)
+MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed,
+                      ExpertExchange<T>* exchange)
     : config_(config),
+      num_experts_(config.num_experts),
       shape_{config.num_experts, model_dim, config.hidden_size, config.activation},
+      exchange_(exchange),
       max_tokens_(max_tokens),
       seed_(seed) {
   SY_REQUIRE(model_dim > 0, "model_dim must be positive, got " << model_dim);
   SY_REQUIRE(max_tokens > 0, "max_tokens must be positive, got " << max_tokens);
   SY_REQUIRE(config.num_experts > 0 && config.hidden_size > 0, "num_experts and hidden_size must be positive");
+  if (exchange_ && exchange_->size() > 1) {
+    ep_size_ = exchange_->size();
+    SY_CHECK_AS(ConfigError, config.num_experts % ep_size_ == 0,
+                "moe.num_experts = " << config.num_experts << " is not divisible by the " << ep_size_
+                                     << " ranks of the expert-parallel group (parallel.ep)");
+    shape_.num_experts = config.num_experts / ep_size_;
+    first_expert_ = exchange_->rank() * shape_.num_experts;
+  } else {
+    exchange_ = nullptr;
+  }
   router_ = make_router<T>(config, seed);
   num_logits_ = router_->num_logits();
   balancer_ = std::make_unique<Balancer<T>>(config, seq_len);
@@ -96,19 +109,23 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   shared_dw2_ = grad("shared_w2");
   init_params(seed);
 
-  // Dispatched rows: every real slot at most once; with a capacity, at most E * C.
+  // Dispatched rows: every real slot at most once. The expert side may receive
+  // every peer's rows (dropless worst case).
   const int64_t max_slots = max_tokens * max_slots_per_token(config);
   max_rows_ = max_slots;
+  const int64_t ex_rows = exchange_ ? ep_size_ * max_rows_ : 0;
   const int64_t Tm = max_tokens;
+  const int64_t hrows = exchange_ ? ex_rows : max_rows_;
   // One function computes every size: the list below.
   const std::vector<std::pair<T**, int64_t>> plan = {
       {&router_in_, Tm * M},        {&router_wq_, L * M},         {&logits_, Tm * L},
       {&dprobs_aux_, Tm * L},       {&dlogits_aux_, Tm * L},      {&dprobs_, Tm * L},
-      {&dlogits_, Tm * L},          {&xd_, max_rows_ * M},        {&h1_, max_rows_ * H1},
-      {&act_, max_rows_ * H},       {&y_, max_rows_ * M},         {&dy_, max_rows_ * M},
-      {&dact_, max_rows_ * H},      {&dh1_, max_rows_ * H1},      {&dxd_, max_rows_ * M},
+      {&dlogits_, Tm * L},          {&xd_, max_rows_ * M},        {&h1_, hrows * H1},
+      {&act_, hrows * H},           {&y_, max_rows_ * M},         {&dy_, max_rows_ * M},
+      {&dact_, hrows * H},          {&dh1_, hrows * H1},          {&dxd_, max_rows_ * M},
       {&shared_h1_, Tm * S * H1},   {&shared_act_, Tm * S * H},   {&shared_dact_, Tm * S * H},
-      {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M}};
+      {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M},        {&ex_x_, ex_rows * M},
+      {&ex_y_, ex_rows * M},        {&ex_dx_, ex_rows * M},       {&stage_, ex_rows * M}};
   int64_t total = 0;
   for (const auto& [ptr, size] : plan) total += (size + 15) / 16 * 16;  // 64-byte granules
   work_.assign(total, T(0));
@@ -120,11 +137,18 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   dweight_.resize(max_slots);
   slot_row_.resize(max_slots);
   bucket_.resize(max_slots);
-  expert_offset_.resize(E);
-  expert_count_.resize(E);
-  bucket_begin_.resize(E + 1);
-  stats_.routed_per_expert.resize(E);
-  stats_.tokens_per_expert.resize(E);
+  expert_offset_.resize(num_experts_);
+  expert_count_.resize(num_experts_);
+  bucket_begin_.resize(num_experts_ + 1);
+  stats_.routed_per_expert.resize(num_experts_);
+  stats_.tokens_per_expert.resize(num_experts_);
+  ex_counts_.resize(ep_size_ * E);
+  ex_offset_.resize(E);
+  ex_count_.resize(E);
+  send_rows_.resize(ep_size_);
+  send_displs_.resize(ep_size_);
+  recv_rows_.resize(ep_size_);
+  recv_displs_.resize(ep_size_);
   // Warm the router output's vectors to their largest size.
   routing_.probs.reserve(Tm * L);
   routing_.token_begin.reserve(Tm + 1);
@@ -179,8 +203,16 @@ void MoeLayer<T>::init_params(uint64_t seed) {
   // Uniform(+-1/sqrt(fan_in)), as a linear layer; the router starts small so
   // early routing is near uniform.
   if (router_w_) fill_uniform(router_w_, param_size("router_weight"), 0.1 / std::sqrt(double(M)));
-  fill_uniform(w1_, param_size("expert_w1"), 1.0 / std::sqrt(double(M)));
-  fill_uniform(w2_, param_size("expert_w2"), 1.0 / std::sqrt(double(H)));
+  // Every rank draws all E experts and keeps its own: the ranks' parameters
+  // together are those of a one-rank layer with the same seed.
+  const int64_t w1_size = param_size("expert_w1"), w2_size = param_size("expert_w2");
+  std::vector<T> all(std::max(w1_size, w2_size) * ep_size_);
+  fill_uniform(all.data(), w1_size * ep_size_, 1.0 / std::sqrt(double(M)));
+  std::copy(all.begin() + first_expert_ / shape_.num_experts * w1_size,
+            all.begin() + (first_expert_ / shape_.num_experts + 1) * w1_size, w1_);
+  fill_uniform(all.data(), w2_size * ep_size_, 1.0 / std::sqrt(double(H)));
+  std::copy(all.begin() + first_expert_ / shape_.num_experts * w2_size,
+            all.begin() + (first_expert_ / shape_.num_experts + 1) * w2_size, w2_);
   if (shared_w1_) {
     fill_uniform(shared_w1_, param_size("shared_w1"), 1.0 / std::sqrt(double(M)));
     fill_uniform(shared_w2_, param_size("shared_w2"), 1.0 / std::sqrt(double(H)));
@@ -190,7 +222,7 @@ void MoeLayer<T>::init_params(uint64_t seed) {
 template <typename T>
 int64_t MoeLayer<T>::capacity_for(int64_t num_tokens, int64_t max_load) const {
   const double c = config_.capacity_factor;
-  const double nominal = double(config_.top_k) * double(num_tokens) / double(shape_.num_experts);
+  const double nominal = double(config_.top_k) * double(num_tokens) / double(num_experts_);
   if (c > 0) return static_cast<int64_t>(std::ceil(nominal * c - 1e-9));
   if (c == 0) return max_load;
   return std::min<int64_t>(max_load, static_cast<int64_t>(std::ceil(nominal * -c - 1e-9)));
@@ -201,7 +233,7 @@ int64_t MoeLayer<T>::capacity_for(int64_t num_tokens, int64_t max_load) const {
 // its row in the packed dispatch buffer.
 template <typename T>
 void MoeLayer<T>::apply_capacity(int64_t num_tokens) {
-  const int64_t E = shape_.num_experts;
+  const int64_t E = num_experts_;
   const int64_t S = routing_.num_slots();
   std::fill(bucket_begin_.begin(), bucket_begin_.end(), 0);
   int64_t nulls = 0;
@@ -253,7 +285,6 @@ void MoeLayer<T>::apply_capacity(int64_t num_tokens) {
   stats_.dropped_slots = dropped;
   stats_.null_slots = nulls;
   stats_.experts_per_token = num_tokens ? double(row) / double(num_tokens) : 0.0;
-  stats_.expert_flops_forward = experts_forward_flops(shape_, row);
 }
 
 template <typename T>
@@ -318,7 +349,7 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
   // 4. Experts (and the shared experts, on every token).
   {
     Stopwatch sw(timing_, times_.experts_s);
-    experts_forward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, y_);
+    experts_stage_forward();
     if (S_shared > 0) {
       // Shared output goes straight into out; combine adds the routed part.
       ops::linear_forward(shared_h1_, x, shared_w1_, static_cast<const T*>(nullptr), Tn, M, S_shared * H1);
@@ -393,8 +424,7 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
   // 2. Experts backward; the shared experts write dx first.
   {
     Stopwatch sw(timing_, times_.experts_s);
-    experts_backward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, dy_, dact_,
-                     dh1_, dxd_, dw1_, dw2_);
+    experts_stage_backward();
     if (S_shared > 0) {
       const int64_t SH = S_shared * H, SH1 = S_shared * H1;
       ops::linear_backward(shared_dact_, shared_dw2_, static_cast<T*>(nullptr), dout, shared_act_, shared_w2_, Tn,
@@ -450,6 +480,110 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
         }
       }
     });
+  }
+}
+
+// Without an exchange the expert side is the local dispatch buffer itself.
+// With one: counts first (each peer learns how many rows it gets per local
+// expert), then the rows; received rows are peer-major and are reordered
+// expert-major so each expert runs one GEMM over all its rows.
+template <typename T>
+void MoeLayer<T>::plan_exchange() {
+  const int P = ep_size_;
+  const int64_t El = shape_.num_experts;
+  {
+    Stopwatch sw(timing_, times_.a2a_s);
+    exchange_->exchange_counts(expert_count_.data(), ex_counts_.data(), static_cast<int>(El));
+  }
+  for (int p = 0; p < P; ++p) {
+    send_displs_[p] = expert_offset_[p * El];
+    send_rows_[p] = 0;
+    recv_rows_[p] = 0;
+    for (int64_t j = 0; j < El; ++j) {
+      send_rows_[p] += expert_count_[p * El + j];
+      recv_rows_[p] += ex_counts_[p * El + j];
+    }
+    recv_displs_[p] = p == 0 ? 0 : recv_displs_[p - 1] + recv_rows_[p - 1];
+  }
+  int64_t at = 0;
+  for (int64_t j = 0; j < El; ++j) {
+    ex_offset_[j] = at;
+    ex_count_[j] = 0;
+    for (int p = 0; p < P; ++p) ex_count_[j] += ex_counts_[p * El + j];
+    at += ex_count_[j];
+  }
+  SY_CHECK_AS(Error, at <= int64_t(ep_size_) * max_rows_,
+              "internal: " << at << " rows received for the local experts exceed the workspace");
+}
+
+// Copies rows between peer-major (stage) and expert-major (expert side) order.
+template <typename T>
+static void reorder_rows(const std::vector<int64_t>& counts, const std::vector<int64_t>& recv_displs,
+                         const std::vector<int64_t>& ex_offset, int P, int64_t El, int64_t M, T* stage, T* expert,
+                         bool to_expert) {
+  compute_pool().run(P, [&](int64_t p) {
+    int64_t src = recv_displs[p];
+    for (int64_t j = 0; j < El; ++j) {
+      int64_t dst = ex_offset[j];
+      for (int q = 0; q < p; ++q) dst += counts[q * El + j];
+      const int64_t n = counts[p * El + j];
+      if (to_expert) std::copy(stage + src * M, stage + (src + n) * M, expert + dst * M);
+      else std::copy(expert + dst * M, expert + (dst + n) * M, stage + src * M);
+      src += n;
+    }
+  });
+}
+
+template <typename T>
+void MoeLayer<T>::experts_stage_forward() {
+  if (!exchange_) {
+    experts_forward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, y_);
+    stats_.expert_flops_forward =
+        experts_forward_flops(shape_, std::accumulate(expert_count_.begin(), expert_count_.end(), int64_t(0)));
+    return;
+  }
+  const int P = ep_size_;
+  const int64_t El = shape_.num_experts, M = shape_.model_dim;
+  plan_exchange();
+  {
+    Stopwatch sw(timing_, times_.a2a_s);
+    exchange_->exchange_rows(xd_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
+                             recv_displs_.data(), M);
+  }
+  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_x_, true);
+  experts_forward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, w1_, w2_, h1_, act_, ex_y_);
+  stats_.expert_flops_forward =
+      experts_forward_flops(shape_, std::accumulate(ex_count_.begin(), ex_count_.end(), int64_t(0)));
+  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_y_, false);
+  {
+    Stopwatch sw(timing_, times_.a2a_s);
+    exchange_->exchange_rows(stage_, recv_rows_.data(), recv_displs_.data(), y_, send_rows_.data(),
+                             send_displs_.data(), M);
+  }
+}
+
+template <typename T>
+void MoeLayer<T>::experts_stage_backward() {
+  if (!exchange_) {
+    experts_backward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, dy_, dact_,
+                     dh1_, dxd_, dw1_, dw2_);
+    return;
+  }
+  const int P = ep_size_;
+  const int64_t El = shape_.num_experts, M = shape_.model_dim;
+  {
+    Stopwatch sw(timing_, times_.a2a_s);
+    exchange_->exchange_rows(dy_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
+                             recv_displs_.data(), M);
+  }
+  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_y_, true);  // ex_y_ now holds dy
+  experts_backward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, w1_, w2_, h1_, act_, ex_y_, dact_, dh1_,
+                   ex_dx_, dw1_, dw2_);
+  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_dx_, false);
+  {
+    Stopwatch sw(timing_, times_.a2a_s);
+    exchange_->exchange_rows(stage_, recv_rows_.data(), recv_displs_.data(), dxd_, send_rows_.data(),
+                             send_displs_.data(), M);
   }
 }
 

@@ -49,9 +49,10 @@ struct MoeLayerStats {
   double load_max_over_mean() const;
 };
 
-// Wall time spent inside the layer, when timing is on (benchmarks).
+// Wall time spent inside the layer, when timing is on (benchmarks); experts_s
+// includes the expert-parallel all-to-all, which a2a_s also counts.
 struct MoeLayerTimes {
-  double router_s = 0, dispatch_s = 0, experts_s = 0, combine_s = 0;
+  double router_s = 0, dispatch_s = 0, experts_s = 0, combine_s = 0, a2a_s = 0;
   void clear() { *this = MoeLayerTimes{}; }
 };
 
@@ -59,10 +60,32 @@ struct MoeLayerTimes {
 // identity on one rank.
 using CapacityReduceHook = std::function<void(int64_t* value)>;
 
+// Moves dispatched token rows between the P ranks of the expert-parallel
+// group (parallel/moe_hooks.hpp implements it over a Communicator). Rank p
+// owns experts [p E/P, (p + 1) E/P).
+template <typename T>
+class ExpertExchange {
+ public:
+  virtual ~ExpertExchange() = default;
+  virtual int size() const = 0;
+  virtual int rank() const = 0;
+  // Sends n counts to every peer (send: (P, n), peer-major) and receives n
+  // from each (recv: (P, n)).
+  virtual void exchange_counts(const int64_t* send, int64_t* recv, int n) = 0;
+  // All-to-all of rows of `width` elements; row counts and displacements, P each.
+  virtual void exchange_rows(const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
+                             const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) = 0;
+};
+
 template <typename T>
 class MoeLayer {
  public:
-  MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed);
+  // With an exchange of P ranks (expert parallelism, E divisible by P) this
+  // rank holds and computes only its E/P experts; the token rows travel to
+  // their experts' ranks and back. The parameters of every rank together equal
+  // those of a one-rank layer with the same seed.
+  MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed,
+           ExpertExchange<T>* exchange = nullptr);
   ~MoeLayer();
 
   // x (T, M); token_ids (T), needed by the hash router, may be null otherwise;
@@ -90,7 +113,9 @@ class MoeLayer {
   const std::vector<int64_t>& slot_row() const { return slot_row_; }
   Router<T>& router() { return *router_; }
   Balancer<T>& balancer() { return *balancer_; }
+  // The experts this rank computes (all E without expert parallelism).
   const ExpertShape& expert_shape() const { return shape_; }
+  int64_t first_local_expert() const { return first_expert_; }
 
   void set_count_reduce_hook(CountReduceHook hook) { balancer_->set_count_reduce_hook(std::move(hook)); }
   void set_capacity_reduce_hook(CapacityReduceHook hook) { capacity_reduce_ = std::move(hook); }
@@ -113,10 +138,19 @@ class MoeLayer {
   void add_param(const std::string& name, int64_t size);
   void init_params(uint64_t seed);
   void apply_capacity(int64_t num_tokens);
+  // The expert stage: local dispatch rows (xd_ / dy_) to local result rows
+  // (y_ / dxd_), across the exchange when there is one.
+  void experts_stage_forward();
+  void experts_stage_backward();
+  void plan_exchange();
   T jitter_noise(int64_t i) const;
 
   MoeConfig config_;
-  ExpertShape shape_;
+  int64_t num_experts_;  // E, over all ranks
+  ExpertShape shape_;    // this rank's experts
+  ExpertExchange<T>* exchange_ = nullptr;
+  int ep_size_ = 1;
+  int64_t first_expert_ = 0;
   int64_t max_tokens_, max_rows_;
   int num_logits_;
   std::unique_ptr<Router<T>> router_;
@@ -150,6 +184,15 @@ class MoeLayer {
   T* shared_dact_;  // (T, S*H)
   T* shared_dh1_;   // (T, S*H1)
   T* router_dx_;    // (T, M)
+  // Expert side (expert-major rows received from every rank); without an
+  // exchange these alias the local buffers.
+  T* ex_x_;         // (ex_rows, M)
+  T* ex_y_;         // (ex_rows, M)   forward output, then the incoming dy in backward
+  T* ex_dx_;        // (ex_rows, M)
+  T* stage_;        // (ex_rows, M)   rows in peer-major order, as the exchange moves them
+  std::vector<int64_t> ex_counts_;     // (P, E/P) rows from peer q for local expert j
+  std::vector<int64_t> ex_offset_, ex_count_;  // (E/P) expert-major layout
+  std::vector<int64_t> send_rows_, send_displs_, recv_rows_, recv_displs_;  // (P)
   std::vector<T> dweight_;             // (max slots)
   std::vector<int64_t> slot_row_;      // (max slots)
   std::vector<int64_t> expert_offset_, expert_count_;  // (E)
