@@ -56,7 +56,9 @@ int moe_layer_main(const std::vector<std::string>& args) {
                    "Fields: fwd_ms bwd_ms step_ms tokens_per_s; expert_gflops = expert GEMM flops executed per\n"
                    "step / step time; gemm_gflops = plain GEMM at the expert shapes; both summed over ranks, as\n"
                    "is fma_peak_gflops (threads x ranks); ratio_to_peak = expert_gflops / fma_peak_gflops; routing_share = share of the step\n"
-                   "outside the expert FFNs (router, capacity, dispatch, combine).\n";
+                   "outside the expert FFNs (router, capacity, dispatch, combine); a2a_share = share in the expert-\n"
+                   "parallel all-to-all. Under mpirun, --parallel.ep=N splits the experts over N ranks; otherwise\n"
+                   "each rank runs its own replica.\n";
       return 0;
     }
     if (a == "--json") {
