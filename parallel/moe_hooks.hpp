@@ -54,6 +54,19 @@ class CommExpertExchange final : public moe::ExpertExchange<T> {
   std::vector<int64_t> counts_, count_displs_;
 };
 
+// Sums the layer's gradients over the ranks that hold copies of them: the
+// expert weights over the data-parallel group (ranks with the same expert
+// shard), the replicated router and shared experts over the token group
+// (every rank with different tokens). Blocking, unbucketed: the bucketed,
+// overlapped sync comes with the trainer.
+template <typename T>
+void sync_moe_gradients(moe::MoeLayer<T>& layer, Communicator& token_group, Communicator& dp_group) {
+  for (const char* name : {"router_weight", "shared_w1", "shared_w2"})
+    if (T* g = layer.grad(name)) token_group.allreduce(g, g, layer.param_size(name), elem_type_of<T>(), ReduceOp::Sum);
+  for (const char* name : {"expert_w1", "expert_w2"})
+    if (T* g = layer.grad(name)) dp_group.allreduce(g, g, layer.param_size(name), elem_type_of<T>(), ReduceOp::Sum);
+}
+
 template <typename T>
 void connect_moe_layer(moe::MoeLayer<T>& layer, Communicator& token_group, Communicator& ep_group) {
   layer.set_count_reduce_hook(

@@ -88,6 +88,46 @@ TEST(ExpertParallelMpi, OtherRoutersAndSwiGLUEqualOneRank) {
   expect_ep_equals_one_rank(nulls, "null_experts");
 }
 
+// Every (dp, ep) layout of the world: after the gradient sync each rank's
+// gradients are the one-rank gradients of the parameters it holds.
+TEST(ExpertParallelMpi, EveryDataAndExpertLayoutEqualsOneRankAfterGradientSync) {
+  int W = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &W);
+  const MoeConfig mc = base_config();
+  const int64_t T = 16, M = 8;
+  const auto x = test::random_vector<double>(T * W * M, 41, -2, 2);
+  const auto g = test::random_vector<double>(T * W * M, 42);
+  moe::MoeLayer<double> one(mc, M, T * W, T * W, 9);
+  std::vector<double> out1(T * W * M), dx1(T * W * M);
+  one.forward(x.data(), nullptr, T * W, out1.data());
+  one.backward(g.data(), dx1.data());
+  for (int ep = 1; ep <= W; ep *= 2) {
+    if (mc.num_experts % ep) continue;
+    SCOPED_TRACE("ep=" + std::to_string(ep) + " dp=" + std::to_string(W / ep));
+    ParallelConfig pc;
+    pc.ep = ep;
+    pc.dp = W / ep;
+    ProcessGrid grid(pc);
+    const int r = grid.world_rank();
+    CommExpertExchange<double> exchange(grid.ep_group());
+    moe::MoeLayer<double> layer(mc, M, T, T, 9, &exchange);
+    connect_moe_layer(layer, grid.token_group(), grid.ep_group());
+    std::vector<double> out(T * M), dx(T * M);
+    layer.forward(x.data() + r * T * M, nullptr, T, out.data());
+    layer.backward(g.data() + r * T * M, dx.data());
+    sync_moe_gradients(layer, grid.token_group(), grid.dp_group());
+    EXPECT_LT(test::max_rel_diff(out.data(), out1.data() + r * T * M, T * M), 1e-12);
+    EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data() + r * T * M, T * M), 1e-10);
+    const int64_t n1 = layer.param_size("expert_w1"), n2 = layer.param_size("expert_w2");
+    const int64_t shard = layer.first_local_expert() / layer.expert_shape().num_experts;
+    EXPECT_LT(test::max_rel_diff(layer.grad("expert_w1"), one.grad("expert_w1") + shard * n1, n1), 1e-10);
+    EXPECT_LT(test::max_rel_diff(layer.grad("expert_w2"), one.grad("expert_w2") + shard * n2, n2), 1e-10);
+    EXPECT_LT(test::max_rel_diff(layer.grad("router_weight"), one.grad("router_weight"),
+                                 layer.param_size("router_weight")),
+              1e-10);
+  }
+}
+
 TEST(ExpertParallelMpi, ExpertsNotDivisibleByRanksIsAConfigError) {
   int W = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &W);
