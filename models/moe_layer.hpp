@@ -1,4 +1,5 @@
-// One MoE layer on one rank: router -> capacity -> dispatch -> experts -> combine.
+// One MoE layer: router -> capacity -> dispatch -> experts -> combine, on one
+// rank or expert-parallel over an ExpertExchange (each rank holds E/P experts).
 //
 // Forward  out(T, M) = sum over the kept slots s of token t of weight_s * expert_{e_s}(x_t)
 //                      + shared_experts(x_t)
