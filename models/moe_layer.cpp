@@ -9,8 +9,6 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/gemm.hpp"
-#include "core/ops/activation.hpp"
-#include "core/ops/linear.hpp"
 #include "core/rng.hpp"
 #include "core/thread_pool.hpp"
 
@@ -293,7 +291,7 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
   SY_REQUIRE(num_tokens >= 1 && num_tokens <= max_tokens_,
              "MoE forward got " << num_tokens << " tokens; this layer was sized for 1.." << max_tokens_);
   const int64_t M = shape_.model_dim, L = num_logits_, Tn = num_tokens;
-  const int64_t S_shared = config_.num_shared_experts, H = shape_.hidden, H1 = shape_.h1();
+  const int64_t S_shared = config_.num_shared_experts;
   ThreadPool& pool = compute_pool();
   x_ = x;
   num_tokens_ = Tn;
@@ -351,14 +349,10 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
     Stopwatch sw(timing_, times_.experts_s);
     experts_stage_forward();
     if (S_shared > 0) {
-      // Shared output goes straight into out; combine adds the routed part.
-      ops::linear_forward(shared_h1_, x, shared_w1_, static_cast<const T*>(nullptr), Tn, M, S_shared * H1);
-      switch (shape_.activation) {
-        case ActivationKind::ReLU: ops::relu_forward(shared_act_, shared_h1_, Tn * S_shared * H); break;
-        case ActivationKind::GELU: ops::gelu_forward(shared_act_, shared_h1_, Tn * S_shared * H); break;
-        case ActivationKind::SwiGLU: ops::swiglu_forward(shared_act_, shared_h1_, Tn, S_shared * H); break;
-      }
-      ops::linear_forward(out, shared_act_, shared_w2_, static_cast<const T*>(nullptr), Tn, S_shared * H, M);
+      // The shared experts are one expert of hidden S*H over every token; its
+      // output goes straight into out and combine adds the routed part.
+      const int64_t first = 0;
+      experts_forward(shared_shape(), &first, &Tn, x, shared_w1_, shared_w2_, shared_h1_, shared_act_, out);
     }
   }
 
@@ -389,7 +383,7 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
   SY_REQUIRE(x_ != nullptr, "MoE backward called before forward");
   SY_REQUIRE(dout != nullptr && dx != nullptr, "MoE backward needs dout and dx");
   const int64_t M = shape_.model_dim, L = num_logits_, Tn = num_tokens_;
-  const int64_t S_shared = config_.num_shared_experts, H = shape_.hidden, H1 = shape_.h1();
+  const int64_t S_shared = config_.num_shared_experts;
   ThreadPool& pool = compute_pool();
   const int64_t* token_begin = routing_.token_begin.data();
   const T* weight = routing_.weight.data();
@@ -426,15 +420,9 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
     Stopwatch sw(timing_, times_.experts_s);
     experts_stage_backward();
     if (S_shared > 0) {
-      const int64_t SH = S_shared * H, SH1 = S_shared * H1;
-      ops::linear_backward(shared_dact_, shared_dw2_, static_cast<T*>(nullptr), dout, shared_act_, shared_w2_, Tn,
-                           SH, M);
-      switch (shape_.activation) {
-        case ActivationKind::ReLU: ops::relu_backward(shared_dh1_, shared_h1_, shared_dact_, Tn * SH); break;
-        case ActivationKind::GELU: ops::gelu_backward(shared_dh1_, shared_h1_, shared_dact_, Tn * SH); break;
-        case ActivationKind::SwiGLU: ops::swiglu_backward(shared_dh1_, shared_h1_, shared_dact_, Tn, SH); break;
-      }
-      ops::linear_backward(dx, shared_dw1_, static_cast<T*>(nullptr), shared_dh1_, x_, shared_w1_, Tn, M, SH1);
+      const int64_t first = 0;
+      experts_backward(shared_shape(), &first, &Tn, x_, shared_w1_, shared_w2_, shared_h1_, shared_act_, dout,
+                       shared_dact_, shared_dh1_, dx, shared_dw1_, shared_dw2_);
     }
   }
 
@@ -593,6 +581,11 @@ template <typename T>
 T MoeLayer<T>::jitter_noise(int64_t i) const {
   const double u = uniform01(jitter_seed_ + uint64_t(i));
   return static_cast<T>(1.0 + config_.jitter * (2.0 * u - 1.0));
+}
+
+template <typename T>
+ExpertShape MoeLayer<T>::shared_shape() const {
+  return ExpertShape{1, shape_.model_dim, config_.num_shared_experts * shape_.hidden, shape_.activation};
 }
 
 template <typename T>

@@ -145,6 +145,8 @@ class MoeLayer {
   void experts_stage_backward();
   void plan_exchange();
   T jitter_noise(int64_t i) const;
+  // The shared experts as one expert of hidden S*H.
+  ExpertShape shared_shape() const;
 
   MoeConfig config_;
   int64_t num_experts_;  // E, over all ranks
