@@ -68,6 +68,10 @@ class Communicator {
   virtual RequestPtr irecv(void* buf, int64_t count, ElemType type, int peer, int tag) = 0;
   virtual RequestPtr ibarrier() = 0;
 
+  // A sub-group: the ranks with the same color, ordered by key (collective
+  // over this group, like MPI_Comm_split). Test doubles may leave it out.
+  virtual std::unique_ptr<Communicator> split_group(int color, int key, const std::string& name) const;
+
   // Blocking forms.
   void allreduce(const void* send, void* recv, int64_t count, ElemType type, ReduceOp op) {
     iallreduce(send, recv, count, type, op)->wait();

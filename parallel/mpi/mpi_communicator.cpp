@@ -186,3 +186,12 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key, cons
 }
 
 }  // namespace sy::par
+
+namespace sy::par {
+
+std::unique_ptr<Communicator> Communicator::split_group(int, int, const std::string& name) const {
+  SY_CHECK_AS(CommError, false, "group '" << this->name() << "' cannot be split (asked for '" << name << "')");
+  return nullptr;
+}
+
+}  // namespace sy::par

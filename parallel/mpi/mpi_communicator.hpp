@@ -37,6 +37,9 @@ class MpiCommunicator final : public Communicator {
 
   // Splits this communicator (MPI_Comm_split); the result owns its MPI_Comm.
   std::unique_ptr<MpiCommunicator> split(int color, int key, const std::string& name) const;
+  std::unique_ptr<Communicator> split_group(int color, int key, const std::string& name) const override {
+    return split(color, key, name);
+  }
 
  private:
   RequestPtr make_request(MPI_Request req, const char* op, std::shared_ptr<void> keep_alive = nullptr) const;
