@@ -3,11 +3,12 @@
 // GEMM flops actually executed, the plain GEMM speed at the same shapes and the
 // FMA peak, all measured in this run.
 //
-// On several ranks: with parallel.ep > 1 the experts are split over the
-// expert-parallel group and token rows travel by all-to-all (a2a_share is
-// its share of the step); otherwise each rank runs its own replica
-// (parallel.dp = ranks). Every rank routes bench.tokens tokens of its own;
-// tokens_per_s sums the ranks.
+// On several ranks every rank stores 1/W of the experts (models/expert_layout.hpp).
+// parallel.ep = P exchanges token rows over P ranks by all-to-all (a2a_share)
+// and all-gathers the rest of each rank's experts from the W/P others
+// (gather_share, with the gradients' reduce-scatter); moe.parallel_mode = r
+// picks DESIGN.md's mode instead. Every rank routes bench.tokens tokens of its
+// own; tokens_per_s sums the ranks.
 #include <mpi.h>
 
 #include <algorithm>
@@ -56,9 +57,11 @@ int moe_layer_main(const std::vector<std::string>& args) {
                    "Fields: fwd_ms bwd_ms step_ms tokens_per_s; expert_gflops = expert GEMM flops executed per\n"
                    "step / step time; gemm_gflops = plain GEMM at the expert shapes; both summed over ranks, as\n"
                    "is fma_peak_gflops (threads x ranks); ratio_to_peak = expert_gflops / fma_peak_gflops; routing_share = share of the step\n"
-                   "outside the expert FFNs (router, capacity, dispatch, combine); a2a_share = share in the expert-\n"
-                   "parallel all-to-all. Under mpirun, --parallel.ep=N splits the experts over N ranks; otherwise\n"
-                   "each rank runs its own replica.\n";
+                   "outside the expert FFNs (router, capacity, dispatch, combine); a2a_share = share in the token\n"
+                   "all-to-all; gather_share = share in the expert weights' all-gather and gradient reduce-scatter.\n"
+                   "Under mpirun every rank stores 1/ranks of the experts; --parallel.ep=N exchanges tokens over N\n"
+                   "ranks and gathers the experts over the other ranks/N (N = 1: each rank gathers every expert);\n"
+                   "--moe.parallel_mode=r picks DESIGN.md's mode r instead.\n";
       return 0;
     }
     if (a == "--json") {
@@ -89,11 +92,11 @@ int moe_layer_main(const std::vector<std::string>& args) {
   SY_CHECK_AS(ConfigError, pc.tp == 1, "bench moe-layer: parallel.tp = " << pc.tp
                                            << ": the MoE layer has no tensor parallelism (use ep and dp)");
   par::ProcessGrid grid(pc);
-  std::unique_ptr<par::CommExpertExchange<float>> exchange;
-  if (pc.ep > 1) exchange = std::make_unique<par::CommExpertExchange<float>>(grid.ep_group());
-  // The seed is shared by the expert-parallel group (their experts together form one layer).
-  moe::MoeLayer<float> layer(mc, M, T, seq_len, config.train.seed + 1000 * grid.dp_index(), exchange.get());
-  par::connect_moe_layer(layer, grid.token_group(), grid.ep_group());
+  // Every rank stores 1/W of the experts; parallel.ep sets the exchange
+  // degree (moe.parallel_mode = auto), or moe.parallel_mode fixes r.
+  par::CommExpertComm<float> comm(grid.token_group());
+  moe::MoeLayer<float> layer(mc, M, T, seq_len, config.train.seed, &comm);
+  par::connect_moe_layer(layer, grid.token_group(), pc.ep);
   std::mt19937_64 rng(config.train.seed + rt.rank);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(T * M), dout(T * M), out(T * M), dx(T * M);
@@ -102,7 +105,7 @@ int moe_layer_main(const std::vector<std::string>& args) {
   std::vector<int32_t> ids(T);
   for (auto& id : ids) id = static_cast<int32_t>(rng() % std::max(1, config.model.vocab_size));
 
-  std::vector<double> fwd, bwd, step, expert_s, outside_s, a2a_s;
+  std::vector<double> fwd, bwd, step, expert_s, outside_s, a2a_s, gather_s;
   double flops = 0;
   for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it) {
     layer.zero_grads();
@@ -121,9 +124,10 @@ int moe_layer_main(const std::vector<std::string>& args) {
     bwd.push_back(b);
     step.push_back(f + b);
     const auto& tm = layer.times();
-    expert_s.push_back(tm.experts_s - tm.a2a_s);  // the expert stage without its all-to-all
+    expert_s.push_back(tm.experts_s - tm.a2a_s - tm.gather_s);  // the expert stage without communication
     outside_s.push_back(tm.router_s + tm.dispatch_s + tm.combine_s);
     a2a_s.push_back(tm.a2a_s);
+    gather_s.push_back(tm.gather_s);
     const double shared = mc.num_shared_experts > 0
                               ? moe::experts_forward_flops({1, M, mc.num_shared_experts * int64_t(mc.hidden_size),
                                                             mc.activation},
@@ -161,7 +165,8 @@ int moe_layer_main(const std::vector<std::string>& args) {
   line.add("fma_peak_gflops", fma_peak).add("ratio_to_peak", expert_gflops / fma_peak);
   line.add("ratio_to_gemm", expert_gflops / gemm_gflops);
   line.add("routing_share", routing_share).add("expert_share", median(expert_s) / step_s).add("a2a_share", a2a_share);
-  line.add("ep", pc.ep).add("dp", pc.dp);
+  line.add("gather_share", median(gather_s) / step_s);
+  line.add("ep", pc.ep).add("dp", pc.dp).add("expert_degree", layer.expert_degree());
   line.add("dropped_fraction", st.dropped_fraction()).add("experts_per_token", st.experts_per_token);
   line.add("expert_load_max_over_mean", st.load_max_over_mean());
   if (json) {

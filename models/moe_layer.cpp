@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
@@ -60,35 +61,36 @@ int64_t max_slots_per_token(const MoeConfig& c) {
 
 template <typename T>
 MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed,
-                      ExpertExchange<T>* exchange)
+                      ExpertComm<T>* comm)
     : config_(config),
       num_experts_(config.num_experts),
       shape_{config.num_experts, model_dim, config.hidden_size, config.activation},
-      exchange_(exchange),
+      comm_(comm),
       max_tokens_(max_tokens),
       seed_(seed) {
   SY_REQUIRE(model_dim > 0, "model_dim must be positive, got " << model_dim);
   SY_REQUIRE(max_tokens > 0, "max_tokens must be positive, got " << max_tokens);
   SY_REQUIRE(config.num_experts > 0 && config.hidden_size > 0, "num_experts and hidden_size must be positive");
-  if (exchange_ && exchange_->size() > 1) {
-    ep_size_ = exchange_->size();
-    SY_CHECK_AS(ConfigError, config.num_experts % ep_size_ == 0,
-                "moe.num_experts = " << config.num_experts << " is not divisible by the " << ep_size_
-                                     << " ranks of the expert-parallel group (parallel.ep)");
-    shape_.num_experts = config.num_experts / ep_size_;
-    first_expert_ = exchange_->rank() * shape_.num_experts;
+  if (comm_ && comm_->size() <= 1) comm_ = nullptr;
+  const bool swiglu = config.activation == ActivationKind::SwiGLU;
+  layout_ = ExpertLayout(config.num_experts, config.hidden_size, swiglu, comm_ ? comm_->size() : 1,
+                         comm_ ? comm_->rank() : 0);
+  if (config.parallel_mode >= 0) {
+    sized_degrees_ = {layout_.degree_for_mode(config.parallel_mode)};
   } else {
-    exchange_ = nullptr;
+    sized_degrees_ = layout_.valid_degrees();
   }
+  degree_ = config.parallel_mode >= 0 ? sized_degrees_[0] : layout_.degree_for_mode(1);
   router_ = make_router<T>(config, seed);
   num_logits_ = router_->num_logits();
   balancer_ = std::make_unique<Balancer<T>>(config, seq_len);
 
-  const int64_t E = shape_.num_experts, M = model_dim, H = shape_.hidden, H1 = shape_.h1();
+  const int64_t E = num_experts_, M = model_dim, H = config.hidden_size, H1 = shape_.h1();
   const int64_t S = config.num_shared_experts, L = num_logits_;
+  const int64_t nu = layout_.units_per_rank();
   if (L > 0) add_param("router_weight", L * M);
-  add_param("expert_w1", E * H1 * M);
-  add_param("expert_w2", E * M * H);
+  add_param("expert_w1", nu * layout_.unit_w1_size(M));
+  add_param("expert_w2", nu * layout_.unit_w2_size(M));
   if (S > 0) {
     add_param("shared_w1", S * H1 * M);
     add_param("shared_w2", M * S * H);
@@ -105,25 +107,48 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   dw2_ = grad("expert_w2");
   shared_dw1_ = grad("shared_w1");
   shared_dw2_ = grad("shared_w2");
+  block_ = (w2_ - w1_) + param_size("expert_w2");
   init_params(seed);
 
-  // Dispatched rows: every real slot at most once. The expert side may receive
-  // every peer's rows (dropless worst case).
+  // Dispatched rows: every real slot at most once. Per mode: the expert side
+  // receives from P peers at most their capacity for each local expert (or
+  // every row they have, dropless); sliced experts return dup partial rows.
   const int64_t max_slots = max_tokens * max_slots_per_token(config);
   max_rows_ = max_slots;
-  const int64_t ex_rows = exchange_ ? ep_size_ * max_rows_ : 0;
+  const bool capped = config.capacity_factor != 0 && config.router != RouterKind::ExpertChoice;
+  const int64_t cap = capped ? std::min(max_rows_, capacity_for(max_tokens, max_rows_)) : max_rows_;
+  int64_t piece_w = 0, gathered = 0, part_rows = 0;
+  int max_degree = 1;
+  int64_t max_local = 1;
+  for (const int P : sized_degrees_) {
+    const ExpertMode m = layout_.mode(P);
+    const int64_t H1l = swiglu ? 2 * m.local_hidden : m.local_hidden;
+    if (m.gather > 1) {
+      piece_w = std::max(piece_w, m.local_experts * (H1l + m.local_hidden) * M);
+      gathered = std::max(gathered, int64_t(m.gather) * block_);
+    }
+    if (P > 1) ex_rows_ = std::max(ex_rows_, int64_t(P) * std::min(max_rows_, m.local_experts * cap));
+    if (m.dup > 1) part_rows = std::max(part_rows, int64_t(m.dup) * max_rows_);
+    max_degree = std::max(max_degree, P);
+    max_local = std::max(max_local, m.local_experts);
+  }
   const int64_t Tm = max_tokens;
-  const int64_t hrows = exchange_ ? ex_rows : max_rows_;
+  const int64_t hrows = std::max(max_rows_, ex_rows_);
+  const int64_t H1max = H1, Hmax = H;  // a piece's hidden never exceeds the expert's
   // One function computes every size: the list below.
+  T* pw = nullptr;
+  T* pdw = nullptr;
   const std::vector<std::pair<T**, int64_t>> plan = {
       {&router_in_, Tm * M},        {&router_wq_, L * M},         {&logits_, Tm * L},
       {&dprobs_aux_, Tm * L},       {&dlogits_aux_, Tm * L},      {&dprobs_, Tm * L},
-      {&dlogits_, Tm * L},          {&xd_, max_rows_ * M},        {&h1_, hrows * H1},
-      {&act_, hrows * H},           {&y_, max_rows_ * M},         {&dy_, max_rows_ * M},
-      {&dact_, hrows * H},          {&dh1_, hrows * H1},          {&dxd_, max_rows_ * M},
+      {&dlogits_, Tm * L},          {&xd_, max_rows_ * M},        {&h1_, hrows * H1max},
+      {&act_, hrows * Hmax},        {&y_, max_rows_ * M},         {&dy_, max_rows_ * M},
+      {&dact_, hrows * Hmax},       {&dh1_, hrows * H1max},       {&dxd_, max_rows_ * M},
       {&shared_h1_, Tm * S * H1},   {&shared_act_, Tm * S * H},   {&shared_dact_, Tm * S * H},
-      {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M},        {&ex_x_, ex_rows * M},
-      {&ex_y_, ex_rows * M},        {&ex_dx_, ex_rows * M},       {&stage_, ex_rows * M}};
+      {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M},        {&ex_x_, ex_rows_ * M},
+      {&ex_y_, ex_rows_ * M},       {&ex_dx_, ex_rows_ * M},      {&stage_, ex_rows_ * M},
+      {&part_, part_rows * M},      {&gathered_, gathered},       {&pw, piece_w},
+      {&pdw, piece_w},              {&reduced_, gathered > 0 ? block_ : 0}};
   int64_t total = 0;
   for (const auto& [ptr, size] : plan) total += (size + 15) / 16 * 16;  // 64-byte granules
   work_.assign(total, T(0));
@@ -132,6 +157,9 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
     *ptr = work_.data() + at;
     at += (size + 15) / 16 * 16;
   }
+  pw1_ = pw;
+  pdw1_ = pdw;
+  pw2_ = pdw2_ = nullptr;  // placed per mode in gather_piece (after El H1l M elements)
   dweight_.resize(max_slots);
   slot_row_.resize(max_slots);
   bucket_.resize(max_slots);
@@ -140,19 +168,33 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   bucket_begin_.resize(num_experts_ + 1);
   stats_.routed_per_expert.resize(num_experts_);
   stats_.tokens_per_expert.resize(num_experts_);
-  ex_counts_.resize(ep_size_ * E);
-  ex_offset_.resize(E);
-  ex_count_.resize(E);
-  send_rows_.resize(ep_size_);
-  send_displs_.resize(ep_size_);
-  recv_rows_.resize(ep_size_);
-  recv_displs_.resize(ep_size_);
+  send_counts_.resize(max_degree * max_local);
+  ex_counts_.resize(max_degree * max_local);
+  ex_offset_.resize(max_local);
+  ex_count_.resize(max_local);
+  for (auto* v : {&send_rows_, &send_displs_, &recv_rows_, &recv_displs_, &part_displs_}) v->resize(max_degree);
   // Warm the router output's vectors to their largest size.
   routing_.probs.reserve(Tm * L);
   routing_.token_begin.reserve(Tm + 1);
   routing_.expert.reserve(max_slots);
   routing_.weight.reserve(max_slots);
   routing_.score.reserve(max_slots);
+  mode_ = layout_.mode(degree_);
+  (void)E;
+}
+
+template <typename T>
+void MoeLayer<T>::set_expert_degree(int P) {
+  if (std::find(sized_degrees_.begin(), sized_degrees_.end(), P) == sized_degrees_.end()) {
+    std::ostringstream sized;
+    for (int v : sized_degrees_) sized << (sized.tellp() > 0 ? ", " : "") << v;
+    SY_CHECK_AS(ConfigError, false,
+                "expert-parallel degree " << P << " is not available: this layer (" << num_experts_
+                                          << " experts on " << layout_.world()
+                                          << " ranks) was sized for degrees " << sized.str()
+                                          << " (moe.parallel_mode = auto sizes it for every valid one)");
+  }
+  degree_ = P;
 }
 
 template <typename T>
@@ -193,27 +235,35 @@ void MoeLayer<T>::zero_grads() {
 template <typename T>
 void MoeLayer<T>::init_params(uint64_t seed) {
   std::mt19937_64 rng(seed);
-  const int64_t M = shape_.model_dim, H = shape_.hidden;
-  auto fill_uniform = [&](T* p, int64_t n, double bound) {
+  const int64_t M = shape_.model_dim, H = config_.hidden_size, H1 = shape_.h1();
+  auto fill_uniform = [](std::mt19937_64& g, T* p, int64_t n, double bound) {
     std::uniform_real_distribution<double> dist(-bound, bound);
-    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(dist(rng));
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(dist(g));
   };
   // Uniform(+-1/sqrt(fan_in)), as a linear layer; the router starts small so
   // early routing is near uniform.
-  if (router_w_) fill_uniform(router_w_, param_size("router_weight"), 0.1 / std::sqrt(double(M)));
-  // Every rank draws all E experts and keeps its own: the ranks' parameters
-  // together are those of a one-rank layer with the same seed.
-  const int64_t w1_size = param_size("expert_w1"), w2_size = param_size("expert_w2");
-  std::vector<T> all(std::max(w1_size, w2_size) * ep_size_);
-  fill_uniform(all.data(), w1_size * ep_size_, 1.0 / std::sqrt(double(M)));
-  std::copy(all.begin() + first_expert_ / shape_.num_experts * w1_size,
-            all.begin() + (first_expert_ / shape_.num_experts + 1) * w1_size, w1_);
-  fill_uniform(all.data(), w2_size * ep_size_, 1.0 / std::sqrt(double(H)));
-  std::copy(all.begin() + first_expert_ / shape_.num_experts * w2_size,
-            all.begin() + (first_expert_ / shape_.num_experts + 1) * w2_size, w2_);
+  if (router_w_) fill_uniform(rng, router_w_, param_size("router_weight"), 0.1 / std::sqrt(double(M)));
   if (shared_w1_) {
-    fill_uniform(shared_w1_, param_size("shared_w1"), 1.0 / std::sqrt(double(M)));
-    fill_uniform(shared_w2_, param_size("shared_w2"), 1.0 / std::sqrt(double(H)));
+    fill_uniform(rng, shared_w1_, param_size("shared_w1"), 1.0 / std::sqrt(double(M)));
+    fill_uniform(rng, shared_w2_, param_size("shared_w2"), 1.0 / std::sqrt(double(H)));
+  }
+  // Each expert draws from its own stream, so a rank draws only the experts
+  // it stores a unit of, and the units of all ranks together are exactly the
+  // one-rank experts of the same seed.
+  std::vector<T> full_w1(H1 * M), full_w2(M * H);
+  const bool swiglu = config_.activation == ActivationKind::SwiGLU;
+  const int64_t nu = layout_.units_per_rank(), Hu = layout_.unit_hidden();
+  int64_t drawn = -1;
+  for (int64_t j = 0; j < nu; ++j) {
+    const int64_t u = layout_.first_unit() + j, e = layout_.unit_expert(u);
+    if (e != drawn) {
+      std::mt19937_64 expert_rng(splitmix64(seed ^ splitmix64(0x6578706572740000ull + uint64_t(e))));
+      fill_uniform(expert_rng, full_w1.data(), H1 * M, 1.0 / std::sqrt(double(M)));
+      fill_uniform(expert_rng, full_w2.data(), M * H, 1.0 / std::sqrt(double(H)));
+      drawn = e;
+    }
+    copy_unit(true, w1_ + j * layout_.unit_w1_size(M), w2_ + j * layout_.unit_w2_size(M), full_w1.data(),
+              full_w2.data(), layout_.unit_slice(u), Hu, H, M, swiglu);
   }
 }
 
@@ -469,28 +519,108 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
       }
     });
   }
+  end_reduce_piece();
 }
 
-// Without an exchange the expert side is the local dispatch buffer itself.
-// With one: counts first (each peer learns how many rows it gets per local
-// expert), then the rows; received rows are peer-major and are reordered
-// expert-major so each expert runs one GEMM over all its rows.
+// The mode's piece of the experts: this rank's own units (Gs = 1), or the
+// units of its gather group, assembled per local expert.
+template <typename T>
+void MoeLayer<T>::gather_piece() {
+  mode_ = layout_.mode(degree_);
+  const ExpertMode& m = mode_;
+  const int64_t M = shape_.model_dim, El = m.local_experts, Hl = m.local_hidden;
+  shape_ = ExpertShape{El, M, Hl, config_.activation};
+  const int64_t H1l = shape_.h1();
+  if (m.gather == 1) {
+    cw1_ = w1_;
+    cw2_ = w2_;
+    cdw1_ = dw1_;
+    cdw2_ = dw2_;
+    return;
+  }
+  pw2_ = pw1_ + El * H1l * M;
+  pdw2_ = pdw1_ + El * H1l * M;
+  cw1_ = pw1_;
+  cw2_ = pw2_;
+  cdw1_ = pdw1_;
+  cdw2_ = pdw2_;
+  {
+    Stopwatch sw(timing_, times_.gather_s);
+    comm_->gather_units(m.degree, w1_, gathered_, block_);
+  }
+  const bool swiglu = config_.activation == ActivationKind::SwiGLU;
+  const int64_t nu = layout_.units_per_rank(), Hu = layout_.unit_hidden();
+  const int64_t u1 = layout_.unit_w1_size(M), u2 = layout_.unit_w2_size(M), w2_at = w2_ - w1_;
+  compute_pool().run(m.gather * nu, [&](int64_t u) {
+    const int64_t q = u / nu, j = u % nu, le = u / m.units_per_expert, k = u % m.units_per_expert;
+    T* src = gathered_ + q * block_;
+    copy_unit(false, src + j * u1, src + w2_at + j * u2, pw1_ + le * H1l * M, pw2_ + le * M * Hl, k, Hu, Hl, M,
+              swiglu);
+  });
+  std::fill(pdw1_, pdw1_ + El * (H1l + Hl) * M, T(0));
+}
+
+// Packs the piece's gradients back into units (the gathered layout) and
+// reduce-scatters them to their owners: each rank receives the sum of its
+// units' gradients over its gather group.
+template <typename T>
+void MoeLayer<T>::begin_reduce_piece() {
+  const ExpertMode& m = mode_;
+  if (m.gather == 1) return;
+  const int64_t M = shape_.model_dim, Hl = m.local_hidden, H1l = shape_.h1();
+  const bool swiglu = config_.activation == ActivationKind::SwiGLU;
+  const int64_t nu = layout_.units_per_rank(), Hu = layout_.unit_hidden();
+  const int64_t u1 = layout_.unit_w1_size(M), u2 = layout_.unit_w2_size(M), w2_at = w2_ - w1_;
+  compute_pool().run(m.gather * nu, [&](int64_t u) {
+    const int64_t q = u / nu, j = u % nu, le = u / m.units_per_expert, k = u % m.units_per_expert;
+    T* dst = gathered_ + q * block_;
+    copy_unit(true, dst + j * u1, dst + w2_at + j * u2, pdw1_ + le * H1l * M, pdw2_ + le * M * Hl, k, Hu, Hl, M,
+              swiglu);
+  });
+  Stopwatch sw(timing_, times_.gather_s);
+  comm_->begin_reduce_units(m.degree, gathered_, reduced_, block_);
+  reduce_pending_ = true;
+}
+
+template <typename T>
+void MoeLayer<T>::end_reduce_piece() {
+  if (!reduce_pending_) return;
+  {
+    Stopwatch sw(timing_, times_.gather_s);
+    comm_->end_reduce_units();
+  }
+  reduce_pending_ = false;
+  // The padding between the views is zero in the packed buffer, so the
+  // whole block can be added.
+  for (int64_t i = 0; i < block_; ++i) dw1_[i] += reduced_[i];
+}
+
+// The exchange of mode P: counts first (each peer learns how many rows it gets
+// per local expert), then the rows; received rows are peer-major and are
+// reordered expert-major so each expert runs one GEMM over all its rows.
+// A sliced expert's rows go to each of its dup owners (overlapping send ranges).
 template <typename T>
 void MoeLayer<T>::plan_exchange() {
-  const int P = ep_size_;
-  const int64_t El = shape_.num_experts;
+  const ExpertMode& m = mode_;
+  const int P = m.degree;
+  const int64_t El = m.local_experts;
+  for (int p = 0; p < P; ++p) {
+    const int64_t e0 = layout_.dest_first_expert(m, p);
+    send_displs_[p] = expert_offset_[e0];
+    send_rows_[p] = 0;
+    for (int64_t j = 0; j < El; ++j) {
+      send_counts_[p * El + j] = expert_count_[e0 + j];
+      send_rows_[p] += expert_count_[e0 + j];
+    }
+    part_displs_[p] = p == 0 ? 0 : part_displs_[p - 1] + send_rows_[p - 1];
+  }
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    exchange_->exchange_counts(expert_count_.data(), ex_counts_.data(), static_cast<int>(El));
+    comm_->exchange_counts(P, send_counts_.data(), ex_counts_.data(), static_cast<int>(El));
   }
   for (int p = 0; p < P; ++p) {
-    send_displs_[p] = expert_offset_[p * El];
-    send_rows_[p] = 0;
     recv_rows_[p] = 0;
-    for (int64_t j = 0; j < El; ++j) {
-      send_rows_[p] += expert_count_[p * El + j];
-      recv_rows_[p] += ex_counts_[p * El + j];
-    }
+    for (int64_t j = 0; j < El; ++j) recv_rows_[p] += ex_counts_[p * El + j];
     recv_displs_[p] = p == 0 ? 0 : recv_displs_[p - 1] + recv_rows_[p - 1];
   }
   int64_t at = 0;
@@ -500,8 +630,8 @@ void MoeLayer<T>::plan_exchange() {
     for (int p = 0; p < P; ++p) ex_count_[j] += ex_counts_[p * El + j];
     at += ex_count_[j];
   }
-  SY_CHECK_AS(Error, at <= int64_t(ep_size_) * max_rows_,
-              "internal: " << at << " rows received for the local experts exceed the workspace");
+  SY_CHECK_AS(Error, at <= ex_rows_,
+              "internal: " << at << " rows received for the local experts exceed the workspace " << ex_rows_);
 }
 
 // Copies rows between peer-major (stage) and expert-major (expert side) order.
@@ -522,57 +652,84 @@ static void reorder_rows(const std::vector<int64_t>& counts, const std::vector<i
   });
 }
 
+// Rows back from the expert side: straight into `local` (rows in dispatch
+// order), or, for sliced experts, the dup partial results summed into it.
+template <typename T>
+void MoeLayer<T>::return_rows(T* local) {
+  const ExpertMode& m = mode_;
+  const int64_t M = shape_.model_dim;
+  T* recv = m.dup > 1 ? part_ : local;
+  const std::vector<int64_t>& displs = m.dup > 1 ? part_displs_ : send_displs_;
+  {
+    Stopwatch sw(timing_, times_.a2a_s);
+    comm_->exchange_rows(m.degree, stage_, recv_rows_.data(), recv_displs_.data(), recv, send_rows_.data(),
+                         displs.data(), M);
+  }
+  if (m.dup == 1) return;
+  const int64_t E = num_experts_;
+  compute_pool().parallel_for(E, 1, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      T* dst = local + expert_offset_[e] * M;
+      const int64_t n = expert_count_[e] * M;
+      const T* first = part_ + part_displs_[e * m.dup] * M;
+      std::copy(first, first + n, dst);
+      for (int d = 1; d < m.dup; ++d) {
+        const T* src = part_ + part_displs_[e * m.dup + d] * M;
+        for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+      }
+    }
+  });
+}
+
 template <typename T>
 void MoeLayer<T>::experts_stage_forward() {
-  if (!exchange_) {
-    experts_forward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, y_);
+  gather_piece();
+  const ExpertMode& m = mode_;
+  if (m.degree == 1) {
+    experts_forward(shape_, expert_offset_.data(), expert_count_.data(), xd_, cw1_, cw2_, h1_, act_, y_);
     stats_.expert_flops_forward =
         experts_forward_flops(shape_, std::accumulate(expert_count_.begin(), expert_count_.end(), int64_t(0)));
     return;
   }
-  const int P = ep_size_;
-  const int64_t El = shape_.num_experts, M = shape_.model_dim;
+  const int P = m.degree;
+  const int64_t El = m.local_experts, M = shape_.model_dim;
   plan_exchange();
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    exchange_->exchange_rows(xd_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
-                             recv_displs_.data(), M);
+    comm_->exchange_rows(P, xd_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
+                         recv_displs_.data(), M);
   }
   reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_x_, true);
-  experts_forward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, w1_, w2_, h1_, act_, ex_y_);
+  experts_forward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, cw1_, cw2_, h1_, act_, ex_y_);
   stats_.expert_flops_forward =
-      experts_forward_flops(shape_, std::accumulate(ex_count_.begin(), ex_count_.end(), int64_t(0)));
+      experts_forward_flops(shape_, std::accumulate(ex_count_.begin(), ex_count_.begin() + El, int64_t(0)));
   reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_y_, false);
-  {
-    Stopwatch sw(timing_, times_.a2a_s);
-    exchange_->exchange_rows(stage_, recv_rows_.data(), recv_displs_.data(), y_, send_rows_.data(),
-                             send_displs_.data(), M);
-  }
+  return_rows(y_);
 }
 
 template <typename T>
 void MoeLayer<T>::experts_stage_backward() {
-  if (!exchange_) {
-    experts_backward(shape_, expert_offset_.data(), expert_count_.data(), xd_, w1_, w2_, h1_, act_, dy_, dact_,
-                     dh1_, dxd_, dw1_, dw2_);
+  const ExpertMode& m = mode_;
+  if (m.degree == 1) {
+    experts_backward(shape_, expert_offset_.data(), expert_count_.data(), xd_, cw1_, cw2_, h1_, act_, dy_, dact_,
+                     dh1_, dxd_, cdw1_, cdw2_);
+    begin_reduce_piece();
     return;
   }
-  const int P = ep_size_;
-  const int64_t El = shape_.num_experts, M = shape_.model_dim;
+  const int P = m.degree;
+  const int64_t El = m.local_experts, M = shape_.model_dim;
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    exchange_->exchange_rows(dy_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
-                             recv_displs_.data(), M);
+    comm_->exchange_rows(P, dy_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
+                         recv_displs_.data(), M);
   }
   reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_y_, true);  // ex_y_ now holds dy
-  experts_backward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, w1_, w2_, h1_, act_, ex_y_, dact_, dh1_,
-                   ex_dx_, dw1_, dw2_);
+  experts_backward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, cw1_, cw2_, h1_, act_, ex_y_, dact_, dh1_,
+                   ex_dx_, cdw1_, cdw2_);
+  // The weight gradients travel to their owners while the inputs' gradients return.
+  begin_reduce_piece();
   reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_dx_, false);
-  {
-    Stopwatch sw(timing_, times_.a2a_s);
-    exchange_->exchange_rows(stage_, recv_rows_.data(), recv_displs_.data(), dxd_, send_rows_.data(),
-                             send_displs_.data(), M);
-  }
+  return_rows(dxd_);
 }
 
 // Uniform(1 - eps, 1 + eps) for element i of this call's router input, from

@@ -1,5 +1,6 @@
 // One MoE layer: router -> capacity -> dispatch -> experts -> combine, on one
-// rank or expert-parallel over an ExpertExchange (each rank holds E/P experts).
+// rank or over W ranks that share the experts (ExpertComm), each storing 1/W
+// of them in the layout of models/expert_layout.hpp, in any parallel mode.
 //
 // Forward  out(T, M) = sum over the kept slots s of token t of weight_s * expert_{e_s}(x_t)
 //                      + shared_experts(x_t)
@@ -14,12 +15,18 @@
 //
 // Parameters live in one flat buffer with named views (params(), grads()):
 //   router_weight (L, M)           L = router->num_logits() (absent for hash)
-//   expert_w1     (E, H1, M)       H1 = H, or 2H for SwiGLU
-//   expert_w2     (E, M, H)
+//   expert_w1     (n_u, H1u, M)    this rank's units; one rank: (E, H1, M), H1 = H or 2H (SwiGLU)
+//   expert_w2     (n_u, M, Hu)     one rank: (E, M, H)
 //   shared_w1     (S*H1, M)        S = moe.num_shared_experts (absent when 0)
 //   shared_w2     (M, S*H)
+// The router and shared experts are replicated on the W ranks (their
+// gradients are summed by the caller, parallel/moe_hooks.hpp); the expert
+// units are stored once, and backward reduce-scatters their gradients back
+// to the owners: after backward, grad("expert_w1") is the full gradient of
+// this rank's units (+= across calls).
 // Activations and scratch are one workspace sized at construction for
-// max_tokens: a forward/backward pair allocates nothing.
+// max_tokens and every mode the layer may run: a forward/backward pair
+// allocates nothing.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +37,7 @@
 
 #include "core/config.hpp"
 #include "models/balance.hpp"
+#include "models/expert_layout.hpp"
 #include "models/experts.hpp"
 #include "models/router.hpp"
 
@@ -51,9 +59,10 @@ struct MoeLayerStats {
 };
 
 // Wall time spent inside the layer, when timing is on (benchmarks); experts_s
-// includes the expert-parallel all-to-all, which a2a_s also counts.
+// includes the token all-to-all (a2a_s) and the expert weights' all-gather
+// and gradient reduce-scatter (gather_s).
 struct MoeLayerTimes {
-  double router_s = 0, dispatch_s = 0, experts_s = 0, combine_s = 0, a2a_s = 0;
+  double router_s = 0, dispatch_s = 0, experts_s = 0, combine_s = 0, a2a_s = 0, gather_s = 0;
   void clear() { *this = MoeLayerTimes{}; }
 };
 
@@ -61,32 +70,41 @@ struct MoeLayerTimes {
 // identity on one rank.
 using CapacityReduceHook = std::function<void(int64_t* value)>;
 
-// Moves dispatched token rows between the P ranks of the expert-parallel
-// group (parallel/moe_hooks.hpp implements it over a Communicator). Rank p
-// owns experts [p E/P, (p + 1) E/P).
+// The collectives of the expert layout (models/expert_layout.hpp) over the
+// W ranks that share the experts; parallel/moe_hooks.hpp implements it over a
+// Communicator. Every call names the mode's degree P, which selects the group.
 template <typename T>
-class ExpertExchange {
+class ExpertComm {
  public:
-  virtual ~ExpertExchange() = default;
-  virtual int size() const = 0;
-  virtual int rank() const = 0;
-  // Sends n counts to every peer (send: (P, n), peer-major) and receives n
-  // from each (recv: (P, n)).
-  virtual void exchange_counts(const int64_t* send, int64_t* recv, int n) = 0;
+  virtual ~ExpertComm() = default;
+  virtual int size() const = 0;  // W
+  virtual int rank() const = 0;  // g
+  // Exchange group of degree P. Sends n counts to every peer (send: (P, n),
+  // peer-major) and receives n from each (recv: (P, n)).
+  virtual void exchange_counts(int P, const int64_t* send, int64_t* recv, int n) = 0;
   // All-to-all of rows of `width` elements; row counts and displacements, P each.
-  virtual void exchange_rows(const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
+  // Send ranges may overlap (one expert's rows sent to its dup owners).
+  virtual void exchange_rows(int P, const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
                              const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) = 0;
+  // Gather group of degree P: all (W/P, n) = every member's n elements, in rank order.
+  virtual void gather_units(int P, const T* mine, T* all, int64_t n) = 0;
+  // Gather group of degree P: mine (n) = sum over members of their block
+  // g % (W/P) of all (W/P, n). Non-blocking until end_reduce_units().
+  virtual void begin_reduce_units(int P, const T* all, T* mine, int64_t n) = 0;
+  virtual void end_reduce_units() = 0;
 };
 
 template <typename T>
 class MoeLayer {
  public:
-  // With an exchange of P ranks (expert parallelism, E divisible by P) this
-  // rank holds and computes only its E/P experts; the token rows travel to
-  // their experts' ranks and back. The parameters of every rank together equal
-  // those of a one-rank layer with the same seed.
+  // With an ExpertComm of W ranks, this rank stores 1/W of the experts. The
+  // mode is moe.parallel_mode when fixed; under auto (until the tuner picks)
+  // the degree is set by set_expert_degree (connect_moe_layer: parallel.ep),
+  // else r = 1. The parameters of every rank together equal those of a
+  // one-rank layer with the same seed, and every mode computes the same
+  // outputs and gradients.
   MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, int64_t seq_len, uint64_t seed,
-           ExpertExchange<T>* exchange = nullptr);
+           ExpertComm<T>* comm = nullptr);
   ~MoeLayer();
 
   // x (T, M); token_ids (T), needed by the hash router, may be null otherwise;
@@ -114,9 +132,20 @@ class MoeLayer {
   const std::vector<int64_t>& slot_row() const { return slot_row_; }
   Router<T>& router() { return *router_; }
   Balancer<T>& balancer() { return *balancer_; }
-  // The experts this rank computes (all E without expert parallelism).
+  // The experts this rank computes in the current mode (all E on one rank);
+  // sliced experts have hidden = the piece's slice width.
   const ExpertShape& expert_shape() const { return shape_; }
-  int64_t first_local_expert() const { return first_expert_; }
+  int64_t first_local_expert() const { return mode_.first_expert; }
+  const ExpertLayout& layout() const { return layout_; }
+
+  // The mode of the next forwards: DESIGN.md's r (0, or a divisor of S), or
+  // the exchange degree P directly. Switching moves no stored parameter;
+  // throws ConfigError for a mode this layer is not valid or not sized for.
+  void set_parallel_mode(int r) { set_expert_degree(layout_.degree_for_mode(r)); }
+  void set_expert_degree(int P);
+  int expert_degree() const { return degree_; }
+  // The degrees the workspace was sized for (all valid ones under auto).
+  const std::vector<int>& sized_degrees() const { return sized_degrees_; }
 
   void set_count_reduce_hook(CountReduceHook hook) { balancer_->set_count_reduce_hook(std::move(hook)); }
   void set_capacity_reduce_hook(CapacityReduceHook hook) { capacity_reduce_ = std::move(hook); }
@@ -144,16 +173,28 @@ class MoeLayer {
   void experts_stage_forward();
   void experts_stage_backward();
   void plan_exchange();
+  // Gathers the mode's piece into the compute weights (cw1_, cw2_), or
+  // points them at the stored units when the piece is this rank's own.
+  void gather_piece();
+  // Packs the compute gradients into units and starts their reduce-scatter.
+  void begin_reduce_piece();
+  void end_reduce_piece();
+  // Rows back from the expert side into local (dispatch order); sliced
+  // experts' partial rows are summed.
+  void return_rows(T* local);
   T jitter_noise(int64_t i) const;
   // The shared experts as one expert of hidden S*H.
   ExpertShape shared_shape() const;
 
   MoeConfig config_;
   int64_t num_experts_;  // E, over all ranks
-  ExpertShape shape_;    // this rank's experts
-  ExpertExchange<T>* exchange_ = nullptr;
-  int ep_size_ = 1;
-  int64_t first_expert_ = 0;
+  ExpertShape shape_;    // the experts this rank computes in mode_
+  ExpertComm<T>* comm_ = nullptr;
+  ExpertLayout layout_;
+  int degree_ = 1;       // P of the next forward
+  ExpertMode mode_;      // of the last forward (backward uses it)
+  std::vector<int> sized_degrees_;
+  bool reduce_pending_ = false;
   int64_t max_tokens_, max_rows_;
   int num_logits_;
   std::unique_ptr<Router<T>> router_;
@@ -187,15 +228,30 @@ class MoeLayer {
   T* shared_dact_;  // (T, S*H)
   T* shared_dh1_;   // (T, S*H1)
   T* router_dx_;    // (T, M)
-  // Expert side (expert-major rows received from every rank); without an
-  // exchange these alias the local buffers.
+  // Expert side (expert-major rows received from every rank); unused when
+  // the mode's degree is 1.
   T* ex_x_;         // (ex_rows, M)
   T* ex_y_;         // (ex_rows, M)   forward output, then the incoming dy in backward
   T* ex_dx_;        // (ex_rows, M)
   T* stage_;        // (ex_rows, M)   rows in peer-major order, as the exchange moves them
-  std::vector<int64_t> ex_counts_;     // (P, E/P) rows from peer q for local expert j
-  std::vector<int64_t> ex_offset_, ex_count_;  // (E/P) expert-major layout
-  std::vector<int64_t> send_rows_, send_displs_, recv_rows_, recv_displs_;  // (P)
+  T* part_;         // (dup * rows, M) partial outputs of sliced experts, per owner
+  // Expert weights of the mode's piece: gathered units (Gs, block), then
+  // assembled per local expert; aliases of the stored units when Gs = 1.
+  T* gathered_;     // (Gs, block)  block = this rank's [w1 units | w2 units]; also packs gradients
+  T* pw1_;          // (El, H1l, M) the piece's experts, assembled from the gathered units
+  T* pw2_;          // (El, M, Hl)
+  T* pdw1_;         // (El, H1l, M) the piece's gradients, reduce-scattered into dw1_/dw2_
+  T* pdw2_;         // (El, M, Hl)
+  T* reduced_;      // (block)      this rank's summed unit gradients
+  // The weights and gradients the experts use: pw*_ / pdw*_, or the stored
+  // units themselves when the piece is this rank's own (Gs = 1).
+  T *cw1_ = nullptr, *cw2_ = nullptr, *cdw1_ = nullptr, *cdw2_ = nullptr;
+  int64_t block_ = 0;    // elements of [w1 units | w2 units] (with the padding between)
+  int64_t ex_rows_ = 0;  // expert-side rows the workspace holds
+  std::vector<int64_t> send_counts_;   // (P, El) counts sent to each peer
+  std::vector<int64_t> ex_counts_;     // (P, El) rows from peer q for local expert j
+  std::vector<int64_t> ex_offset_, ex_count_;  // (El) expert-major layout
+  std::vector<int64_t> send_rows_, send_displs_, recv_rows_, recv_displs_, part_displs_;  // (P)
   std::vector<T> dweight_;             // (max slots)
   std::vector<int64_t> slot_row_;      // (max slots)
   std::vector<int64_t> expert_offset_, expert_count_;  // (E)

@@ -1,41 +1,61 @@
-// Connects the MoE layer to communicators: the expert exchange (expert
-// parallelism over the ep group), and the count and capacity hooks:
+// Connects the MoE layer to communicators: the expert collectives (token
+// exchange and unit gather / reduce-scatter of models/expert_layout.hpp over
+// the token group), and the count and capacity hooks:
 //   counts   summed over the token group (every rank holding different tokens),
 //            for balance = global and the sigmoid_bias update;
-//   capacity the largest per-expert load over the expert-parallel group
-//            (dropless capacity must agree across the ranks that exchange tokens).
+//   capacity the largest per-expert load over the token group, so capacity
+//            (dropless or capped) is the same in every mode.
 #pragma once
 
+#include <map>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "core/error.hpp"
 #include "models/moe_layer.hpp"
 #include "parallel/communicator.hpp"
 
 namespace sy::par {
 
-// Expert parallelism over a communicator: counts, then rows, with alltoallv.
+// The expert layout's groups over the token group of W ranks, split once per
+// valid degree P at construction (collective: every rank of the group builds
+// it): exchange groups (same g % (W/P)) and gather groups (same g / (W/P)).
 template <typename T>
-class CommExpertExchange final : public moe::ExpertExchange<T> {
+class CommExpertComm final : public moe::ExpertComm<T> {
  public:
-  explicit CommExpertExchange(Communicator& ep_group)
-      : comm_(ep_group), counts_(4 * ep_group.size()), count_displs_(2 * ep_group.size()) {}
+  CommExpertComm(Communicator& token_group, const std::vector<int>& degrees) : comm_(token_group) {
+    const int W = comm_.size(), g = comm_.rank();
+    for (const int P : degrees) {
+      SY_REQUIRE(P >= 1 && W % P == 0, "expert-parallel degree " << P << " does not divide " << W << " ranks");
+      const int Gs = W / P;
+      Groups groups;
+      groups.exchange = comm_.split_group(g % Gs, g / Gs, "expert_exchange_P" + std::to_string(P));
+      groups.gather = comm_.split_group(g / Gs, g % Gs, "expert_gather_P" + std::to_string(P));
+      groups_.emplace(P, std::move(groups));
+    }
+    counts_.resize(4 * W);
+  }
+  // Every degree that divides the group size.
+  explicit CommExpertComm(Communicator& token_group) : CommExpertComm(token_group, divisors(token_group.size())) {}
+
   int size() const override { return comm_.size(); }
   int rank() const override { return comm_.rank(); }
 
-  void exchange_counts(const int64_t* send, int64_t* recv, int n) override {
-    const int P = comm_.size();
-    int64_t* c = counts_.data();
-    int64_t* d = count_displs_.data();
+  void exchange_counts(int P, const int64_t* send, int64_t* recv, int n) override {
+    Communicator& c = exchange_group(P);
+    int64_t* cnt = counts_.data();
+    int64_t* displs = cnt + P;
     for (int p = 0; p < P; ++p) {
-      c[p] = n;
-      d[p] = int64_t(p) * n;
+      cnt[p] = n;
+      displs[p] = int64_t(p) * n;
     }
-    comm_.alltoallv(send, c, d, recv, c, d, ElemType::I64);
+    c.alltoallv(send, cnt, displs, recv, cnt, displs, ElemType::I64);
   }
 
-  void exchange_rows(const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
+  void exchange_rows(int P, const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
                      const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) override {
-    const int P = comm_.size();
+    Communicator& c = exchange_group(P);
     int64_t* sc = counts_.data();
     int64_t* sd = sc + P;
     int64_t* rc = sd + P;
@@ -46,33 +66,65 @@ class CommExpertExchange final : public moe::ExpertExchange<T> {
       rc[p] = recv_rows[p] * width;
       rd[p] = recv_displs[p] * width;
     }
-    comm_.alltoallv(send, sc, sd, recv, rc, rd, elem_type_of<T>());
+    c.alltoallv(send, sc, sd, recv, rc, rd, elem_type_of<T>());
+  }
+
+  void gather_units(int P, const T* mine, T* all, int64_t n) override {
+    gather_group(P).all_gather(mine, all, n, elem_type_of<T>());
+  }
+  void begin_reduce_units(int P, const T* all, T* mine, int64_t n) override {
+    SY_REQUIRE(!pending_, "a unit reduce-scatter is already in flight");
+    pending_ = gather_group(P).ireduce_scatter(all, mine, n, elem_type_of<T>(), ReduceOp::Sum);
+  }
+  void end_reduce_units() override {
+    if (pending_) pending_->wait();
+    pending_.reset();
+  }
+
+  static std::vector<int> divisors(int W) {
+    std::vector<int> out;
+    for (int P = 1; P <= W; ++P)
+      if (W % P == 0) out.push_back(P);
+    return out;
   }
 
  private:
+  struct Groups {
+    std::unique_ptr<Communicator> exchange, gather;
+  };
+  const Groups& groups(int P) const {
+    const auto it = groups_.find(P);
+    SY_REQUIRE(it != groups_.end(), "no expert groups were built for degree " << P);
+    return it->second;
+  }
+  Communicator& exchange_group(int P) { return *groups(P).exchange; }
+  Communicator& gather_group(int P) { return *groups(P).gather; }
+
   Communicator& comm_;
-  std::vector<int64_t> counts_, count_displs_;
+  std::map<int, Groups> groups_;
+  std::vector<int64_t> counts_;
+  RequestPtr pending_;
 };
 
-// Sums the layer's gradients over the ranks that hold copies of them: the
-// expert weights over the data-parallel group (ranks with the same expert
-// shard), the replicated router and shared experts over the token group
-// (every rank with different tokens). Blocking, unbucketed: the bucketed,
-// overlapped sync comes with the trainer.
+// Sums the replicated parameters' gradients (router, shared experts) over
+// the token group; the expert units' gradients are already reduced to their
+// owners by the layer's backward. Blocking, unbucketed: the trainer puts
+// these into its bucketed sync instead.
 template <typename T>
-void sync_moe_gradients(moe::MoeLayer<T>& layer, Communicator& token_group, Communicator& dp_group) {
+void sync_moe_gradients(moe::MoeLayer<T>& layer, Communicator& token_group) {
   for (const char* name : {"router_weight", "shared_w1", "shared_w2"})
     if (T* g = layer.grad(name)) token_group.allreduce(g, g, layer.param_size(name), elem_type_of<T>(), ReduceOp::Sum);
-  for (const char* name : {"expert_w1", "expert_w2"})
-    if (T* g = layer.grad(name)) dp_group.allreduce(g, g, layer.param_size(name), elem_type_of<T>(), ReduceOp::Sum);
 }
 
+// Hooks the layer's counts and capacity to the token group. ep_degree > 0
+// sets the exchange degree under moe.parallel_mode = auto (parallel.ep).
 template <typename T>
-void connect_moe_layer(moe::MoeLayer<T>& layer, Communicator& token_group, Communicator& ep_group) {
+void connect_moe_layer(moe::MoeLayer<T>& layer, Communicator& token_group, int ep_degree = 0) {
   layer.set_count_reduce_hook(
       [&token_group](double* counts, int n) { token_group.allreduce(counts, counts, n, ElemType::F64, ReduceOp::Sum); });
   layer.set_capacity_reduce_hook(
-      [&ep_group](int64_t* value) { ep_group.allreduce(value, value, 1, ElemType::I64, ReduceOp::Max); });
+      [&token_group](int64_t* value) { token_group.allreduce(value, value, 1, ElemType::I64, ReduceOp::Max); });
+  if (ep_degree > 0 && layer.sized_degrees().size() > 1) layer.set_expert_degree(ep_degree);
 }
 
 }  // namespace sy::par

@@ -1,10 +1,14 @@
-// Expert parallelism (ep = world) against one rank: each rank routes its own
-// tokens, holds E/P experts and exchanges rows with alltoallv; outputs, input
-// gradients and every parameter gradient equal those of one rank running the
-// concatenated batch with the same seed.
+// The expert layout against one rank (models/expert_layout.hpp): each rank
+// stores 1/W of the experts and routes its own tokens; in every process-grid
+// layout and every parallel mode r, outputs, input gradients and every
+// parameter gradient equal those of one rank that runs the W ranks' batches
+// one after another with the same seed (capacity is per batch, as on the
+// ranks; parameter gradients accumulate over the batches), and switching
+// modes between calls moves no stored parameter.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <string>
 #include <vector>
 
 #include "core/config.hpp"
@@ -17,52 +21,19 @@
 namespace sy::par {
 namespace {
 
-void expect_ep_equals_one_rank(MoeConfig mc, const std::string& label) {
-  SCOPED_TRACE(label);
+int world_size() {
   int W = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &W);
-  ParallelConfig pc;
-  pc.ep = W;
-  ProcessGrid grid(pc);
-  const int r = grid.world_rank();
-  const int64_t T = 24, M = 8;
-  CommExpertExchange<double> exchange(grid.ep_group());
-  moe::MoeLayer<double> ep(mc, M, T, T, 9, &exchange);
-  moe::MoeLayer<double> one(mc, M, T * W, T * W, 9);
-  connect_moe_layer(ep, grid.token_group(), grid.ep_group());
-  EXPECT_EQ(ep.expert_shape().num_experts, mc.num_experts / W);
-
-  const auto x = test::random_vector<double>(T * W * M, 31, -2, 2);
-  const auto g = test::random_vector<double>(T * W * M, 32);
-  std::vector<double> out(T * M), dx(T * M), out1(T * W * M), dx1(T * W * M);
-  ep.forward(x.data() + r * T * M, nullptr, T, out.data());
-  one.forward(x.data(), nullptr, T * W, out1.data());
-  EXPECT_LT(test::max_rel_diff(out.data(), out1.data() + r * T * M, T * M), 1e-12);
-  ep.zero_grads();
-  one.zero_grads();
-  ep.backward(g.data() + r * T * M, dx.data());
-  one.backward(g.data(), dx1.data());
-  EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data() + r * T * M, T * M), 1e-10);
-  // Experts: this rank's gradient is the one-rank gradient of its experts.
-  for (const char* name : {"expert_w1", "expert_w2"}) {
-    const int64_t n = ep.param_size(name);
-    EXPECT_LT(test::max_rel_diff(ep.grad(name), one.grad(name) + r * n, n), 1e-10) << name;
-    EXPECT_EQ(test::max_rel_diff(ep.param(name), one.param(name) + r * n, n), 0.0) << name;  // the same draws
-  }
-  // The router is replicated: its gradient summed over ranks.
-  const int64_t nr = ep.param_size("router_weight");
-  std::vector<double> router(ep.grad("router_weight"), ep.grad("router_weight") + nr);
-  grid.world().allreduce(router.data(), router.data(), nr, ElemType::F64, ReduceOp::Sum);
-  EXPECT_LT(test::max_rel_diff(router.data(), one.grad("router_weight"), nr), 1e-10);
+  return W;
 }
 
 MoeConfig base_config() {
   MoeConfig mc;
   mc.num_experts = 4;
   mc.top_k = 2;
-  mc.hidden_size = 6;
+  mc.hidden_size = 8;
   mc.activation = ActivationKind::GELU;
-  mc.capacity_factor = 0;  // dropless: per-rank and one-rank capacities agree
+  mc.capacity_factor = 1.0;  // drops slots: capacity is per rank's batch in every mode
   // Auxiliary losses are means over each rank's own tokens, so with them the
   // ranks' gradients would be W times a one-rank mean's; scaling them is the
   // trainer's loss definition, not the layer's. Compared here without them.
@@ -72,73 +43,170 @@ MoeConfig base_config() {
   return mc;
 }
 
-TEST(ExpertParallelMpi, TopKEqualsOneRank) { expect_ep_equals_one_rank(base_config(), "topk"); }
-
-TEST(ExpertParallelMpi, OtherRoutersAndSwiGLUEqualOneRank) {
-  MoeConfig sw = base_config();
-  sw.activation = ActivationKind::SwiGLU;
-  expect_ep_equals_one_rank(sw, "swiglu");
-  MoeConfig topp = base_config();
-  topp.router = RouterKind::TopP;
-  topp.top_p = 0.7;
-  expect_ep_equals_one_rank(topp, "topp");
-  MoeConfig nulls = base_config();
-  nulls.router = RouterKind::NullExperts;
-  nulls.num_null_experts = 2;
-  expect_ep_equals_one_rank(nulls, "null_experts");
+// This rank's units cut from a one-rank layer's (E, H1, M) / (E, M, H) tensors.
+std::vector<double> units_of(const moe::ExpertLayout& layout, const MoeConfig& mc, int64_t M, const double* w1,
+                             const double* w2) {
+  const int64_t H = mc.hidden_size, H1 = mc.activation == ActivationKind::SwiGLU ? 2 * H : H;
+  const int64_t nu = layout.units_per_rank(), u1 = layout.unit_w1_size(M), u2 = layout.unit_w2_size(M);
+  std::vector<double> out(nu * (u1 + u2));
+  std::vector<double> e1(H1 * M), e2(M * H);
+  for (int64_t j = 0; j < nu; ++j) {
+    const int64_t u = layout.first_unit() + j, e = layout.unit_expert(u);
+    e1.assign(w1 + e * H1 * M, w1 + (e + 1) * H1 * M);
+    e2.assign(w2 + e * M * H, w2 + (e + 1) * M * H);
+    moe::copy_unit(true, out.data() + j * u1, out.data() + nu * u1 + j * u2, e1.data(), e2.data(),
+                   layout.unit_slice(u), layout.unit_hidden(), H, M, mc.activation == ActivationKind::SwiGLU);
+  }
+  return out;
 }
 
-// Every (dp, ep) layout of the world: after the gradient sync each rank's
-// gradients are the one-rank gradients of the parameters it holds.
-TEST(ExpertParallelMpi, EveryDataAndExpertLayoutEqualsOneRankAfterGradientSync) {
-  int W = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &W);
-  const MoeConfig mc = base_config();
+std::vector<double> stored_units(moe::MoeLayer<double>& layer, bool grads) {
+  std::vector<double> out;
+  for (const char* name : {"expert_w1", "expert_w2"}) {
+    const double* p = grads ? layer.grad(name) : layer.param(name);
+    out.insert(out.end(), p, p + layer.param_size(name));
+  }
+  return out;
+}
+
+struct Layout {
+  int dp = 1, ep = 1, tp = 1;
+  std::string label() const {
+    return "dp=" + std::to_string(dp) + " ep=" + std::to_string(ep) + " tp=" + std::to_string(tp);
+  }
+};
+
+// Runs the layer on one grid layout; `modes` lists the parallel modes r to
+// run one after another on the same layer (empty: the layout's parallel.ep).
+void expect_layout_equals_one_rank(const MoeConfig& mc, const Layout& lay, const std::vector<int>& modes,
+                                   bool expect_drops = false) {
+  SCOPED_TRACE(lay.label());
+  ParallelConfig pc;
+  pc.dp = lay.dp;
+  pc.ep = lay.ep;
+  pc.tp = lay.tp;
+  ProcessGrid grid(pc);
+  Communicator& tokens = grid.token_group();
+  const int W = tokens.size(), g = tokens.rank();  // token-group rank = this rank's slice of the batch
   const int64_t T = 16, M = 8;
-  const auto x = test::random_vector<double>(T * W * M, 41, -2, 2);
-  const auto g = test::random_vector<double>(T * W * M, 42);
-  moe::MoeLayer<double> one(mc, M, T * W, T * W, 9);
+  const auto x = test::random_vector<double>(T * W * M, 31, -2, 2);
+  const auto dout = test::random_vector<double>(T * W * M, 32);
+  moe::MoeLayer<double> one(mc, M, T, T, 9);
   std::vector<double> out1(T * W * M), dx1(T * W * M);
-  one.forward(x.data(), nullptr, T * W, out1.data());
-  one.backward(g.data(), dx1.data());
-  for (int ep = 1; ep <= W; ep *= 2) {
-    if (mc.num_experts % ep) continue;
-    SCOPED_TRACE("ep=" + std::to_string(ep) + " dp=" + std::to_string(W / ep));
-    ParallelConfig pc;
-    pc.ep = ep;
-    pc.dp = W / ep;
-    ProcessGrid grid(pc);
-    const int r = grid.world_rank();
-    CommExpertExchange<double> exchange(grid.ep_group());
-    moe::MoeLayer<double> layer(mc, M, T, T, 9, &exchange);
-    connect_moe_layer(layer, grid.token_group(), grid.ep_group());
+  int64_t dropped = 0;
+  one.zero_grads();
+  for (int s = 0; s < W; ++s) {
+    one.forward(x.data() + s * T * M, nullptr, T, out1.data() + s * T * M);
+    one.backward(dout.data() + s * T * M, dx1.data() + s * T * M);
+    dropped += one.stats().dropped_slots;
+  }
+  if (expect_drops) {
+    EXPECT_GT(dropped, 0) << "the capacity should drop slots in this test";
+  }
+
+  CommExpertComm<double> comm(tokens);
+  moe::MoeLayer<double> layer(mc, M, T, T, 9, &comm);
+  connect_moe_layer(layer, tokens, lay.ep);
+  const auto want_units = units_of(layer.layout(), mc, M, one.param("expert_w1"), one.param("expert_w2"));
+  const auto want_grads = units_of(layer.layout(), mc, M, one.grad("expert_w1"), one.grad("expert_w2"));
+  ASSERT_EQ(stored_units(layer, false), want_units) << "the stored units are the one-rank experts' (same draws)";
+
+  std::vector<int> degrees;
+  for (int r : modes) degrees.push_back(layer.layout().degree_for_mode(r));
+  if (degrees.empty()) degrees.push_back(layer.expert_degree());
+  for (const int P : degrees) {
+    SCOPED_TRACE("expert degree P=" + std::to_string(P));
+    layer.set_expert_degree(P);
     std::vector<double> out(T * M), dx(T * M);
-    layer.forward(x.data() + r * T * M, nullptr, T, out.data());
-    layer.backward(g.data() + r * T * M, dx.data());
-    sync_moe_gradients(layer, grid.token_group(), grid.dp_group());
-    EXPECT_LT(test::max_rel_diff(out.data(), out1.data() + r * T * M, T * M), 1e-12);
-    EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data() + r * T * M, T * M), 1e-10);
-    const int64_t n1 = layer.param_size("expert_w1"), n2 = layer.param_size("expert_w2");
-    const int64_t shard = layer.first_local_expert() / layer.expert_shape().num_experts;
-    EXPECT_LT(test::max_rel_diff(layer.grad("expert_w1"), one.grad("expert_w1") + shard * n1, n1), 1e-10);
-    EXPECT_LT(test::max_rel_diff(layer.grad("expert_w2"), one.grad("expert_w2") + shard * n2, n2), 1e-10);
-    EXPECT_LT(test::max_rel_diff(layer.grad("router_weight"), one.grad("router_weight"),
-                                 layer.param_size("router_weight")),
-              1e-10);
+    layer.zero_grads();
+    layer.forward(x.data() + g * T * M, nullptr, T, out.data());
+    layer.backward(dout.data() + g * T * M, dx.data());
+    sync_moe_gradients(layer, tokens);
+    EXPECT_LT(test::max_rel_diff(out.data(), out1.data() + g * T * M, T * M), 1e-12);
+    EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data() + g * T * M, T * M), 1e-12);
+    const auto got = stored_units(layer, true);
+    EXPECT_LT(test::max_rel_diff(got.data(), want_grads.data(), got.size()), 1e-12) << "expert gradients";
+    for (const char* name : {"router_weight", "shared_w1", "shared_w2"}) {
+      if (layer.param_size(name) > 0) {
+        EXPECT_LT(test::max_rel_diff(layer.grad(name), one.grad(name), layer.param_size(name)), 1e-12) << name;
+      }
+    }
+    // No mode moves a stored parameter.
+    EXPECT_EQ(stored_units(layer, false), want_units);
+    // A second call accumulates (+=) into the stored units' gradients.
+    layer.forward(x.data() + g * T * M, nullptr, T, out.data());
+    layer.backward(dout.data() + g * T * M, dx.data());
+    const auto twice = stored_units(layer, true);
+    for (size_t i = 0; i < twice.size(); ++i) ASSERT_NEAR(twice[i], 2 * want_grads[i], 1e-12) << "unit grad " << i;
   }
 }
 
-TEST(ExpertParallelMpi, ExpertsNotDivisibleByRanksIsAConfigError) {
-  int W = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &W);
+TEST(ExpertParallelMpi, EveryDataAndExpertLayoutEqualsOneRank) {
+  const int W = world_size();
+  const MoeConfig mc = base_config();
+  for (int ep = 1; ep <= W; ep *= 2) expect_layout_equals_one_rank(mc, {W / ep, ep, 1}, {}, true);
+}
+
+TEST(ExpertParallelMpi, TensorAndDataParallelLayoutEqualsOneRank) {
+  const int W = world_size();
+  if (W % 2) GTEST_SKIP() << "needs an even number of ranks";
+  MoeConfig mc = base_config();
+  mc.num_shared_experts = 1;  // replicated on tp peers and over the token group
+  expect_layout_equals_one_rank(mc, {W / 2, 1, 2}, {});
+}
+
+// E = 2 experts: on 4 ranks each expert is cut into S = 2 slices, and every
+// valid r (0, 1, 2) runs on the same layer, switched between calls.
+TEST(ExpertParallelMpi, EveryModeOfSlicedExpertsEqualsOneRank) {
+  const int W = world_size();
+  MoeConfig mc = base_config();
+  mc.num_experts = 2;
+  mc.top_k = 1;
+  std::vector<int> modes{0, 1};
+  if (W >= 4) modes.push_back(2);
+  if (W >= 4) modes.push_back(0);  // and back: the switch is per call
+  expect_layout_equals_one_rank(mc, {W, 1, 1}, modes, true);
+}
+
+TEST(ExpertParallelMpi, SwiGLUAndOtherRoutersInEveryMode) {
+  const int W = world_size();
+  MoeConfig sw = base_config();
+  sw.num_experts = 2;
+  sw.top_k = 1;
+  sw.activation = ActivationKind::SwiGLU;
+  const std::vector<int> all = W >= 4 ? std::vector<int>{2, 1, 0} : std::vector<int>{1, 0};
+  expect_layout_equals_one_rank(sw, {W, 1, 1}, all);
+  MoeConfig topp = base_config();
+  topp.router = RouterKind::TopP;
+  topp.top_p = 0.7;
+  topp.capacity_factor = 0;  // dropless
+  expect_layout_equals_one_rank(topp, {1, W, 1}, {0, 1});
+  MoeConfig nulls = base_config();
+  nulls.router = RouterKind::NullExperts;
+  nulls.num_null_experts = 2;
+  expect_layout_equals_one_rank(nulls, {1, W, 1}, {1, 0});
+}
+
+TEST(ExpertParallelMpi, ExpertsThatCannotBeSplitAreAConfigError) {
+  const int W = world_size();
+  if (W == 1) GTEST_SKIP() << "every expert count fits one rank";
   ParallelConfig pc;
   pc.ep = W;
   ProcessGrid grid(pc);
-  CommExpertExchange<double> exchange(grid.ep_group());
+  CommExpertComm<double> comm(grid.token_group());
   MoeConfig mc = base_config();
   mc.num_experts = 3;
   mc.top_k = 1;
-  EXPECT_THROW(moe::MoeLayer<double>(mc, 8, 16, 16, 1, &exchange), sy::ConfigError);
+  try {
+    moe::MoeLayer<double> layer(mc, 8, 16, 16, 1, &comm);
+    ADD_FAILURE() << "3 experts on " << W << " ranks should be refused";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("moe.num_experts = 3"), std::string::npos) << e.what();
+  }
+  // A mode r that does not divide S is refused by name.
+  mc.num_experts = 1;
+  mc.parallel_mode = W + 1;
+  EXPECT_THROW(moe::MoeLayer<double>(mc, 8, 16, 16, 1, &comm), ConfigError);
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ TEST(GlobalBalanceMpi, RanksTogetherEqualOneRankOfTheConcatenatedBatch) {
   const int64_t T = 32, M = 8;
   // Same seed everywhere: identical parameters on every rank.
   moe::MoeLayer<double> layer(mc, M, T, T, 5), whole(mc, M, T * W, T * W, 5);
-  connect_moe_layer(layer, grid.token_group(), grid.ep_group());
+  connect_moe_layer(layer, grid.token_group());
   const auto all = test::random_vector<double>(T * W * M, 77, -2, 2);  // the global batch
   std::vector<double> out(T * M), out_all(T * W * M);
   const double mine = layer.forward(all.data() + grid.world_rank() * T * M, nullptr, T, out.data());
