@@ -148,7 +148,7 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
       {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M},        {&ex_x_, ex_rows_ * M},
       {&ex_y_, ex_rows_ * M},       {&ex_dx_, ex_rows_ * M},      {&stage_, ex_rows_ * M},
       {&part_, part_rows * M},      {&gathered_, gathered},       {&pw, piece_w},
-      {&pdw, piece_w},              {&reduced_, gathered > 0 ? block_ : 0}};
+      {&pdw, std::max(piece_w, gathered)}, {&reduced_, gathered > 0 ? block_ : 0}};
   int64_t total = 0;
   for (const auto& [ptr, size] : plan) total += (size + 15) / 16 * 16;  // 64-byte granules
   work_.assign(total, T(0));
@@ -168,11 +168,13 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   bucket_begin_.resize(num_experts_ + 1);
   stats_.routed_per_expert.resize(num_experts_);
   stats_.tokens_per_expert.resize(num_experts_);
-  send_counts_.resize(max_degree * max_local);
-  ex_counts_.resize(max_degree * max_local);
-  ex_offset_.resize(max_local);
-  ex_count_.resize(max_local);
-  for (auto* v : {&send_rows_, &send_displs_, &recv_rows_, &recv_displs_, &part_displs_}) v->resize(max_degree);
+  handle_.send_counts.resize(max_degree * max_local);
+  handle_.ex_counts.resize(max_degree * max_local);
+  handle_.ex_offset.resize(max_local);
+  handle_.ex_count.resize(max_local);
+  for (auto* v : {&handle_.send_rows, &handle_.send_displs, &handle_.recv_rows, &handle_.recv_displs,
+                  &handle_.part_displs})
+    v->resize(max_degree);
   // Warm the router output's vectors to their largest size.
   routing_.probs.reserve(Tm * L);
   routing_.token_begin.reserve(Tm + 1);
@@ -548,6 +550,13 @@ void MoeLayer<T>::gather_piece() {
     Stopwatch sw(timing_, times_.gather_s);
     comm_->gather_units(m.degree, w1_, gathered_, block_);
   }
+  if (whole_units()) {
+    // Whole experts: each gathered block is already nu experts in the
+    // compute layout; the experts run block by block, and their gradients
+    // are written in the same block layout, ready for the reduce-scatter.
+    std::fill(pdw1_, pdw1_ + int64_t(m.gather) * block_, T(0));
+    return;
+  }
   const bool swiglu = config_.activation == ActivationKind::SwiGLU;
   const int64_t nu = layout_.units_per_rank(), Hu = layout_.unit_hidden();
   const int64_t u1 = layout_.unit_w1_size(M), u2 = layout_.unit_w2_size(M), w2_at = w2_ - w1_;
@@ -567,6 +576,12 @@ template <typename T>
 void MoeLayer<T>::begin_reduce_piece() {
   const ExpertMode& m = mode_;
   if (m.gather == 1) return;
+  if (whole_units()) {
+    Stopwatch sw(timing_, times_.gather_s);
+    comm_->begin_reduce_units(m.degree, pdw1_, reduced_, block_);
+    reduce_pending_ = true;
+    return;
+  }
   const int64_t M = shape_.model_dim, Hl = m.local_hidden, H1l = shape_.h1();
   const bool swiglu = config_.activation == ActivationKind::SwiGLU;
   const int64_t nu = layout_.units_per_rank(), Hu = layout_.unit_hidden();
@@ -595,56 +610,62 @@ void MoeLayer<T>::end_reduce_piece() {
   for (int64_t i = 0; i < block_; ++i) dw1_[i] += reduced_[i];
 }
 
-// The exchange of mode P: counts first (each peer learns how many rows it gets
+// Dispatch of mode P: counts first (each peer learns how many rows it gets
 // per local expert), then the rows; received rows are peer-major and are
 // reordered expert-major so each expert runs one GEMM over all its rows.
-// A sliced expert's rows go to each of its dup owners (overlapping send ranges).
+// A sliced expert's rows go to each of its dup owners (overlapping send
+// ranges). The returned handle is what combine (and backward's dispatch of
+// dy and combine of dx) consume.
 template <typename T>
-void MoeLayer<T>::plan_exchange() {
-  const ExpertMode& m = mode_;
+const DispatchHandle& MoeLayer<T>::dispatch(const T* rows, T* expert_rows) {
+  DispatchHandle& h = handle_;
+  h.mode = mode_;
+  const ExpertMode& m = h.mode;
   const int P = m.degree;
   const int64_t El = m.local_experts;
   for (int p = 0; p < P; ++p) {
     const int64_t e0 = layout_.dest_first_expert(m, p);
-    send_displs_[p] = expert_offset_[e0];
-    send_rows_[p] = 0;
+    h.send_displs[p] = expert_offset_[e0];
+    h.send_rows[p] = 0;
     for (int64_t j = 0; j < El; ++j) {
-      send_counts_[p * El + j] = expert_count_[e0 + j];
-      send_rows_[p] += expert_count_[e0 + j];
+      h.send_counts[p * El + j] = expert_count_[e0 + j];
+      h.send_rows[p] += expert_count_[e0 + j];
     }
-    part_displs_[p] = p == 0 ? 0 : part_displs_[p - 1] + send_rows_[p - 1];
+    h.part_displs[p] = p == 0 ? 0 : h.part_displs[p - 1] + h.send_rows[p - 1];
   }
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_counts(P, send_counts_.data(), ex_counts_.data(), static_cast<int>(El));
+    comm_->exchange_counts(P, h.send_counts.data(), h.ex_counts.data(), static_cast<int>(El));
   }
   for (int p = 0; p < P; ++p) {
-    recv_rows_[p] = 0;
-    for (int64_t j = 0; j < El; ++j) recv_rows_[p] += ex_counts_[p * El + j];
-    recv_displs_[p] = p == 0 ? 0 : recv_displs_[p - 1] + recv_rows_[p - 1];
+    h.recv_rows[p] = 0;
+    for (int64_t j = 0; j < El; ++j) h.recv_rows[p] += h.ex_counts[p * El + j];
+    h.recv_displs[p] = p == 0 ? 0 : h.recv_displs[p - 1] + h.recv_rows[p - 1];
   }
   int64_t at = 0;
   for (int64_t j = 0; j < El; ++j) {
-    ex_offset_[j] = at;
-    ex_count_[j] = 0;
-    for (int p = 0; p < P; ++p) ex_count_[j] += ex_counts_[p * El + j];
-    at += ex_count_[j];
+    h.ex_offset[j] = at;
+    h.ex_count[j] = 0;
+    for (int p = 0; p < P; ++p) h.ex_count[j] += h.ex_counts[p * El + j];
+    at += h.ex_count[j];
   }
   SY_CHECK_AS(Error, at <= ex_rows_,
               "internal: " << at << " rows received for the local experts exceed the workspace " << ex_rows_);
+  h.expert_rows = at;
+  redispatch(h, rows, expert_rows);
+  return h;
 }
 
 // Copies rows between peer-major (stage) and expert-major (expert side) order.
 template <typename T>
-static void reorder_rows(const std::vector<int64_t>& counts, const std::vector<int64_t>& recv_displs,
-                         const std::vector<int64_t>& ex_offset, int P, int64_t El, int64_t M, T* stage, T* expert,
-                         bool to_expert) {
-  compute_pool().run(P, [&](int64_t p) {
-    int64_t src = recv_displs[p];
+static void reorder_rows(const DispatchHandle& h, int64_t M, T* stage, T* expert, bool to_expert) {
+  const int64_t El = h.mode.local_experts;
+  compute_pool().run(h.mode.degree, [&](int64_t p) {
+    int64_t src = h.recv_displs[p];
     for (int64_t j = 0; j < El; ++j) {
-      int64_t dst = ex_offset[j];
-      for (int q = 0; q < p; ++q) dst += counts[q * El + j];
-      const int64_t n = counts[p * El + j];
+      int64_t dst = h.ex_offset[j];
+      for (int q = 0; q < p; ++q) dst += h.ex_counts[q * El + j];
+      const int64_t n = h.ex_counts[p * El + j];
       if (to_expert) std::copy(stage + src * M, stage + (src + n) * M, expert + dst * M);
       else std::copy(expert + dst * M, expert + (dst + n) * M, stage + src * M);
       src += n;
@@ -652,29 +673,40 @@ static void reorder_rows(const std::vector<int64_t>& counts, const std::vector<i
   });
 }
 
-// Rows back from the expert side: straight into `local` (rows in dispatch
-// order), or, for sliced experts, the dup partial results summed into it.
 template <typename T>
-void MoeLayer<T>::return_rows(T* local) {
-  const ExpertMode& m = mode_;
+void MoeLayer<T>::redispatch(const DispatchHandle& h, const T* rows, T* expert_rows) {
   const int64_t M = shape_.model_dim;
-  T* recv = m.dup > 1 ? part_ : local;
-  const std::vector<int64_t>& displs = m.dup > 1 ? part_displs_ : send_displs_;
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_rows(m.degree, stage_, recv_rows_.data(), recv_displs_.data(), recv, send_rows_.data(),
+    comm_->exchange_rows(h.mode.degree, rows, h.send_rows.data(), h.send_displs.data(), stage_, h.recv_rows.data(),
+                         h.recv_displs.data(), M);
+  }
+  reorder_rows(h, M, stage_, expert_rows, true);
+}
+
+// Rows back from the expert side into `rows` (dispatch order), or, for
+// sliced experts, the dup partial results summed into it.
+template <typename T>
+void MoeLayer<T>::combine(const DispatchHandle& h, T* expert_rows, T* rows) {
+  const ExpertMode& m = h.mode;
+  const int64_t M = shape_.model_dim;
+  reorder_rows(h, M, stage_, expert_rows, false);
+  T* recv = m.dup > 1 ? part_ : rows;
+  const std::vector<int64_t>& displs = m.dup > 1 ? h.part_displs : h.send_displs;
+  {
+    Stopwatch sw(timing_, times_.a2a_s);
+    comm_->exchange_rows(m.degree, stage_, h.recv_rows.data(), h.recv_displs.data(), recv, h.send_rows.data(),
                          displs.data(), M);
   }
   if (m.dup == 1) return;
-  const int64_t E = num_experts_;
-  compute_pool().parallel_for(E, 1, [&](int64_t e0, int64_t e1) {
+  compute_pool().parallel_for(num_experts_, 1, [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; ++e) {
-      T* dst = local + expert_offset_[e] * M;
+      T* dst = rows + expert_offset_[e] * M;
       const int64_t n = expert_count_[e] * M;
-      const T* first = part_ + part_displs_[e * m.dup] * M;
+      const T* first = part_ + h.part_displs[e * m.dup] * M;
       std::copy(first, first + n, dst);
       for (int d = 1; d < m.dup; ++d) {
-        const T* src = part_ + part_displs_[e * m.dup + d] * M;
+        const T* src = part_ + h.part_displs[e * m.dup + d] * M;
         for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
       }
     }
@@ -682,54 +714,71 @@ void MoeLayer<T>::return_rows(T* local) {
 }
 
 template <typename T>
+bool MoeLayer<T>::whole_units() const {
+  return mode_.gather > 1 && layout_.slices() == 1;
+}
+
+// The piece's experts over rows grouped by local expert (offset, count: El).
+template <typename T>
+void MoeLayer<T>::run_experts_forward(const int64_t* offset, const int64_t* count, const T* x, T* y) {
+  if (!whole_units()) {
+    experts_forward(shape_, offset, count, x, cw1_, cw2_, h1_, act_, y);
+    return;
+  }
+  const int64_t nu = layout_.units_per_rank(), w2_at = w2_ - w1_;
+  const ExpertShape block{nu, shape_.model_dim, shape_.hidden, shape_.activation};
+  for (int q = 0; q < mode_.gather; ++q) {
+    const T* w = gathered_ + q * block_;
+    experts_forward(block, offset + q * nu, count + q * nu, x, w, w + w2_at, h1_, act_, y);
+  }
+}
+
+template <typename T>
+void MoeLayer<T>::run_experts_backward(const int64_t* offset, const int64_t* count, const T* x, const T* dy, T* dx) {
+  if (!whole_units()) {
+    experts_backward(shape_, offset, count, x, cw1_, cw2_, h1_, act_, dy, dact_, dh1_, dx, cdw1_, cdw2_);
+    return;
+  }
+  const int64_t nu = layout_.units_per_rank(), w2_at = w2_ - w1_;
+  const ExpertShape block{nu, shape_.model_dim, shape_.hidden, shape_.activation};
+  for (int q = 0; q < mode_.gather; ++q) {
+    const T* w = gathered_ + q * block_;
+    T* dw = pdw1_ + q * block_;
+    experts_backward(block, offset + q * nu, count + q * nu, x, w, w + w2_at, h1_, act_, dy, dact_, dh1_, dx, dw,
+                     dw + w2_at);
+  }
+}
+
+template <typename T>
 void MoeLayer<T>::experts_stage_forward() {
   gather_piece();
   const ExpertMode& m = mode_;
   if (m.degree == 1) {
-    experts_forward(shape_, expert_offset_.data(), expert_count_.data(), xd_, cw1_, cw2_, h1_, act_, y_);
+    run_experts_forward(expert_offset_.data(), expert_count_.data(), xd_, y_);
     stats_.expert_flops_forward =
         experts_forward_flops(shape_, std::accumulate(expert_count_.begin(), expert_count_.end(), int64_t(0)));
     return;
   }
-  const int P = m.degree;
-  const int64_t El = m.local_experts, M = shape_.model_dim;
-  plan_exchange();
-  {
-    Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_rows(P, xd_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
-                         recv_displs_.data(), M);
-  }
-  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_x_, true);
-  experts_forward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, cw1_, cw2_, h1_, act_, ex_y_);
-  stats_.expert_flops_forward =
-      experts_forward_flops(shape_, std::accumulate(ex_count_.begin(), ex_count_.begin() + El, int64_t(0)));
-  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_y_, false);
-  return_rows(y_);
+  const DispatchHandle& h = dispatch(xd_, ex_x_);
+  run_experts_forward(h.ex_offset.data(), h.ex_count.data(), ex_x_, ex_y_);
+  stats_.expert_flops_forward = experts_forward_flops(shape_, h.expert_rows);
+  combine(h, ex_y_, y_);
 }
 
 template <typename T>
 void MoeLayer<T>::experts_stage_backward() {
   const ExpertMode& m = mode_;
   if (m.degree == 1) {
-    experts_backward(shape_, expert_offset_.data(), expert_count_.data(), xd_, cw1_, cw2_, h1_, act_, dy_, dact_,
-                     dh1_, dxd_, cdw1_, cdw2_);
+    run_experts_backward(expert_offset_.data(), expert_count_.data(), xd_, dy_, dxd_);
     begin_reduce_piece();
     return;
   }
-  const int P = m.degree;
-  const int64_t El = m.local_experts, M = shape_.model_dim;
-  {
-    Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_rows(P, dy_, send_rows_.data(), send_displs_.data(), stage_, recv_rows_.data(),
-                         recv_displs_.data(), M);
-  }
-  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_y_, true);  // ex_y_ now holds dy
-  experts_backward(shape_, ex_offset_.data(), ex_count_.data(), ex_x_, cw1_, cw2_, h1_, act_, ex_y_, dact_, dh1_,
-                   ex_dx_, cdw1_, cdw2_);
+  const DispatchHandle& h = handle_;  // the forward's plan
+  redispatch(h, dy_, ex_y_);          // ex_y_ now holds dy
+  run_experts_backward(h.ex_offset.data(), h.ex_count.data(), ex_x_, ex_y_, ex_dx_);
   // The weight gradients travel to their owners while the inputs' gradients return.
   begin_reduce_piece();
-  reorder_rows(ex_counts_, recv_displs_, ex_offset_, P, El, M, stage_, ex_dx_, false);
-  return_rows(dxd_);
+  combine(h, ex_dx_, dxd_);
 }
 
 // Uniform(1 - eps, 1 + eps) for element i of this call's router input, from

@@ -94,6 +94,19 @@ class ExpertComm {
   virtual void end_reduce_units() = 0;
 };
 
+// The plan of one token exchange, returned by dispatch and consumed by
+// combine; backward dispatches dy and combines dx with the forward's plan.
+// Sized once at construction (no allocation per call).
+struct DispatchHandle {
+  ExpertMode mode;
+  std::vector<int64_t> send_counts, ex_counts;  // (P, El) rows to / from peer p for local expert j
+  std::vector<int64_t> ex_offset, ex_count;     // (El) expert-major layout of the expert side
+  std::vector<int64_t> send_rows, send_displs;  // (P) rows to each peer, from the dispatch buffer
+  std::vector<int64_t> recv_rows, recv_displs;  // (P) rows from each peer, peer-major
+  std::vector<int64_t> part_displs;             // (P) partial results of sliced experts, per owner
+  int64_t expert_rows = 0;                      // rows on the expert side
+};
+
 template <typename T>
 class MoeLayer {
  public:
@@ -172,16 +185,24 @@ class MoeLayer {
   // (y_ / dxd_), across the exchange when there is one.
   void experts_stage_forward();
   void experts_stage_backward();
-  void plan_exchange();
+  // Token exchange of the current mode: rows (dispatch order) -> expert_rows
+  // (expert-major on the owners); redispatch reuses a plan (backward's dy);
+  // combine brings expert-side rows back (summing sliced experts' partials).
+  const DispatchHandle& dispatch(const T* rows, T* expert_rows);
+  void redispatch(const DispatchHandle& handle, const T* rows, T* expert_rows);
+  void combine(const DispatchHandle& handle, T* expert_rows, T* rows);
   // Gathers the mode's piece into the compute weights (cw1_, cw2_), or
   // points them at the stored units when the piece is this rank's own.
   void gather_piece();
   // Packs the compute gradients into units and starts their reduce-scatter.
   void begin_reduce_piece();
+  // Whole experts gathered (S = 1, Gs > 1): they run straight from the
+  // gathered blocks, no assembly; run_experts_* pick the path.
+  bool whole_units() const;
+  void run_experts_forward(const int64_t* offset, const int64_t* count, const T* x, T* y);
+  void run_experts_backward(const int64_t* offset, const int64_t* count, const T* x, const T* dy, T* dx);
   void end_reduce_piece();
-  // Rows back from the expert side into local (dispatch order); sliced
-  // experts' partial rows are summed.
-  void return_rows(T* local);
+
   T jitter_noise(int64_t i) const;
   // The shared experts as one expert of hidden S*H.
   ExpertShape shared_shape() const;
@@ -240,7 +261,8 @@ class MoeLayer {
   T* gathered_;     // (Gs, block)  block = this rank's [w1 units | w2 units]; also packs gradients
   T* pw1_;          // (El, H1l, M) the piece's experts, assembled from the gathered units
   T* pw2_;          // (El, M, Hl)
-  T* pdw1_;         // (El, H1l, M) the piece's gradients, reduce-scattered into dw1_/dw2_
+  T* pdw1_;         // (El, H1l, M) the piece's gradients, reduce-scattered into dw1_/dw2_;
+                    // (Gs, block) in the gathered layout for whole experts
   T* pdw2_;         // (El, M, Hl)
   T* reduced_;      // (block)      this rank's summed unit gradients
   // The weights and gradients the experts use: pw*_ / pdw*_, or the stored
@@ -248,10 +270,7 @@ class MoeLayer {
   T *cw1_ = nullptr, *cw2_ = nullptr, *cdw1_ = nullptr, *cdw2_ = nullptr;
   int64_t block_ = 0;    // elements of [w1 units | w2 units] (with the padding between)
   int64_t ex_rows_ = 0;  // expert-side rows the workspace holds
-  std::vector<int64_t> send_counts_;   // (P, El) counts sent to each peer
-  std::vector<int64_t> ex_counts_;     // (P, El) rows from peer q for local expert j
-  std::vector<int64_t> ex_offset_, ex_count_;  // (El) expert-major layout
-  std::vector<int64_t> send_rows_, send_displs_, recv_rows_, recv_displs_, part_displs_;  // (P)
+  DispatchHandle handle_;  // the last forward's exchange plan
   std::vector<T> dweight_;             // (max slots)
   std::vector<int64_t> slot_row_;      // (max slots)
   std::vector<int64_t> expert_offset_, expert_count_;  // (E)
