@@ -280,7 +280,7 @@ const std::vector<KeySpec>& key_table() {
       key("moe.num_null_experts", &C::moe, &E::num_null_experts, non_negative<int>(), "zero-output experts (router null_experts)"),
       key("moe.num_shared_experts", &C::moe, &E::num_shared_experts, non_negative<int>(), "always-active experts beside the routed ones"),
       key("moe.every", &C::moe, &E::every, positive<int>(), "every N-th layer is an MoE layer"),
-      key("moe.parallel_mode", &C::moe, &E::parallel_mode, ParallelModeCodec{}, "expert parallel mode r (0 = data parallel)"),
+      key("moe.parallel_mode", &C::moe, &E::parallel_mode, ParallelModeCodec{}, "expert parallel mode r: 0 = data parallel, 1 = expert + data, S = expert + tensor (DESIGN.md 3); auto = parallel.ep until the tuner"),
       key("moe.pipeline_degree", &C::moe, &E::pipeline_degree, PipelineDegreeCodec{}, "chunks overlapping all-to-all and experts"),
       key("moe.jitter", &C::moe, &E::jitter, non_negative_real(), "multiplicative router-input noise (0 = off)"),
       key("moe.normalize_weights", &C::moe, &E::normalize_weights, BoolCodec{}, "renormalize the chosen experts' weights"),
@@ -289,7 +289,7 @@ const std::vector<KeySpec>& key_table() {
       key("moe.entropy_coeff", &C::moe, &E::entropy_coeff, non_negative_real(), "router entropy loss weight (router topp)"),
 
       key("parallel.dp", &C::parallel, &P::dp, positive<int>(), "data-parallel degree"),
-      key("parallel.ep", &C::parallel, &P::ep, positive<int>(), "expert-parallel degree"),
+      key("parallel.ep", &C::parallel, &P::ep, positive<int>(), "expert-parallel degree: tokens are exchanged over ep ranks (experts are stored 1/(dp*ep) per rank)"),
       key("parallel.tp", &C::parallel, &P::tp, positive<int>(), "tensor-parallel degree"),
       key("parallel.ranks_per_node", &C::parallel, &P::ranks_per_node, non_negative<int>(), "ranks per node (0 = detect)"),
       key("parallel.a2a_algo", &C::parallel, &P::a2a_algo, choice<AllToAllAlgo>(kAllToAllNames), "all-to-all algorithm"),
