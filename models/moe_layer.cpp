@@ -521,7 +521,10 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
       }
     });
   }
-  end_reduce_piece();
+  {
+    Stopwatch sw(timing_, times_.experts_s);  // the expert stage's reduce-scatter completes here
+    end_reduce_piece();
+  }
 }
 
 // The mode's piece of the experts: this rank's own units (Gs = 1), or the
