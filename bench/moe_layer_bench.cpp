@@ -94,7 +94,7 @@ int moe_layer_main(const std::vector<std::string>& args) {
   par::ProcessGrid grid(pc);
   // Every rank stores 1/W of the experts; parallel.ep sets the exchange
   // degree (moe.parallel_mode = auto), or moe.parallel_mode fixes r.
-  par::CommExpertComm<float> comm(grid.token_group());
+  par::CommExpertComm<float> comm(grid.expert_group());
   moe::MoeLayer<float> layer(mc, M, T, seq_len, config.train.seed, &comm);
   par::connect_moe_layer(layer, grid.token_group(), pc.ep);
   std::mt19937_64 rng(config.train.seed + rt.rank);
@@ -138,7 +138,9 @@ int moe_layer_main(const std::vector<std::string>& args) {
   const double step_s = median(step);
   const auto& st = layer.stats();
   // Plain GEMM at the expert shapes: rows per expert x M x H1, then x H x M.
-  const int64_t rows = std::max<int64_t>(1, int64_t(st.experts_per_token * double(T)) / mc.num_experts);
+  // Each local expert sees the rows of its exchange group's P ranks.
+  const int64_t rows = std::max<int64_t>(
+      1, int64_t(st.experts_per_token * double(T) * layer.expert_degree()) / mc.num_experts);
   const moe::ExpertShape shape = layer.expert_shape();
   const double g1 = measure_gemm_gflops(rows, M, shape.h1(), threads, 0.3);
   const double g2 = measure_gemm_gflops(rows, shape.hidden, M, threads, 0.3);
@@ -181,7 +183,9 @@ int moe_layer_main(const std::vector<std::string>& args) {
                 expert_gflops, 100 * expert_gflops / fma_peak, fma_peak, gemm_gflops);
     std::printf("  outside the expert FFNs (router, dispatch, combine): %.1f%% of the step; dropped %.1f%%\n",
                 100 * routing_share, 100 * st.dropped_fraction());
-    std::printf("  all-to-all (ep=%d): %.1f%% of the step\n", pc.ep, 100 * a2a_share);
+    std::printf("  all-to-all (ep=%d, exchange degree %d): %.1f%% of the step; expert weights' gather and\n"
+                "  gradient reduce-scatter: %.1f%%\n",
+                pc.ep, layer.expert_degree(), 100 * a2a_share, 100 * median(gather_s) / step_s);
   }
   return 0;
 }

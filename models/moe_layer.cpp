@@ -75,12 +75,14 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   const bool swiglu = config.activation == ActivationKind::SwiGLU;
   layout_ = ExpertLayout(config.num_experts, config.hidden_size, swiglu, comm_ ? comm_->size() : 1,
                          comm_ ? comm_->rank() : 0);
-  if (config.parallel_mode >= 0) {
+  if (!comm_) {
+    sized_degrees_ = {1};  // one rank: every mode is the same (a multi-rank config still loads)
+  } else if (config.parallel_mode >= 0) {
     sized_degrees_ = {layout_.degree_for_mode(config.parallel_mode)};
   } else {
     sized_degrees_ = layout_.valid_degrees();
   }
-  degree_ = config.parallel_mode >= 0 ? sized_degrees_[0] : layout_.degree_for_mode(1);
+  degree_ = !comm_ || config.parallel_mode >= 0 ? sized_degrees_[0] : layout_.degree_for_mode(1);
   router_ = make_router<T>(config, seed);
   num_logits_ = router_->num_logits();
   balancer_ = std::make_unique<Balancer<T>>(config, seq_len);
@@ -115,8 +117,11 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   // every row they have, dropless); sliced experts return dup partial rows.
   const int64_t max_slots = max_tokens * max_slots_per_token(config);
   max_rows_ = max_slots;
-  const bool capped = config.capacity_factor != 0 && config.router != RouterKind::ExpertChoice;
-  const int64_t cap = capped ? std::min(max_rows_, capacity_for(max_tokens, max_rows_)) : max_rows_;
+  // A source sends an expert each token at most once, and at most its capacity
+  // when capped (expert_choice included: it chooses within the capacity).
+  const int64_t Tm = max_tokens;
+  const bool capped = config.capacity_factor != 0;
+  const int64_t cap = capped ? std::min(Tm, capacity_for(Tm, Tm)) : Tm;
   int64_t piece_w = 0, gathered = 0, part_rows = 0;
   int max_degree = 1;
   int64_t max_local = 1;
@@ -124,7 +129,8 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
     const ExpertMode m = layout_.mode(P);
     const int64_t H1l = swiglu ? 2 * m.local_hidden : m.local_hidden;
     if (m.gather > 1) {
-      piece_w = std::max(piece_w, m.local_experts * (H1l + m.local_hidden) * M);
+      // Whole experts run straight from the gathered blocks: no assembled piece.
+      if (layout_.slices() > 1) piece_w = std::max(piece_w, m.local_experts * (H1l + m.local_hidden) * M);
       gathered = std::max(gathered, int64_t(m.gather) * block_);
     }
     if (P > 1) ex_rows_ = std::max(ex_rows_, int64_t(P) * std::min(max_rows_, m.local_experts * cap));
@@ -132,7 +138,6 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
     max_degree = std::max(max_degree, P);
     max_local = std::max(max_local, m.local_experts);
   }
-  const int64_t Tm = max_tokens;
   const int64_t hrows = std::max(max_rows_, ex_rows_);
   const int64_t H1max = H1, Hmax = H;  // a piece's hidden never exceeds the expert's
   // One function computes every size: the list below.
@@ -794,7 +799,9 @@ T MoeLayer<T>::jitter_noise(int64_t i) const {
 
 template <typename T>
 ExpertShape MoeLayer<T>::shared_shape() const {
-  return ExpertShape{1, shape_.model_dim, config_.num_shared_experts * shape_.hidden, shape_.activation};
+  // The full hidden width: shape_ is the mode's piece, which may be a slice.
+  return ExpertShape{1, shape_.model_dim, config_.num_shared_experts * int64_t(config_.hidden_size),
+                     shape_.activation};
 }
 
 template <typename T>

@@ -154,7 +154,7 @@ class MoeLayer {
   // The mode of the next forwards: DESIGN.md's r (0, or a divisor of S), or
   // the exchange degree P directly. Switching moves no stored parameter;
   // throws ConfigError for a mode this layer is not valid or not sized for.
-  void set_parallel_mode(int r) { set_expert_degree(layout_.degree_for_mode(r)); }
+  void set_parallel_mode(int r) { set_expert_degree(comm_ ? layout_.degree_for_mode(r) : 1); }
   void set_expert_degree(int P);
   int expert_degree() const { return degree_; }
   // The degrees the workspace was sized for (all valid ones under auto).

@@ -18,7 +18,9 @@
 
 namespace sy::par {
 
-// The expert layout's groups over the token group of W ranks, split once per
+// The expert layout's groups over W ranks holding different tokens (the
+// process grid's expert_group: the token group ordered (ep, dp), so that the
+// exchange of degree parallel.ep is the ep_group), split once per
 // valid degree P at construction (collective: every rank of the group builds
 // it): exchange groups (same g % (W/P)) and gather groups (same g / (W/P)).
 template <typename T>

@@ -26,6 +26,7 @@ ProcessGrid::ProcessGrid(const ParallelConfig& config, MPI_Comm world)
   ep_group_ = world_->split(dp_index_ * tp_ + tp_index_, ep_index_, "ep_group");
   dp_group_ = world_->split(ep_index_ * tp_ + tp_index_, dp_index_, "dp_group");
   token_group_ = world_->split(tp_index_, r, "token_group");
+  expert_group_ = world_->split(tp_index_, ep_index_ * dp_ + dp_index_, "expert_group");
 
   if (config.ranks_per_node > 0) {
     const int m = config.ranks_per_node;

@@ -8,6 +8,10 @@
 //   dp_group     same (ep, tp) index: replicas of the same shard;
 //   token_group  same tp index: every rank that holds different tokens
 //                (the global-batch balance counts are summed over it);
+//   expert_group the token group's ranks ordered (ep, dp): the MoE layer's
+//                expert layout runs over it, so with exchange degree
+//                parallel.ep its token exchange is ep_group and its weight
+//                gather dp_group (models/expert_layout.hpp);
 //   node_group   ranks on one node (MPI_Comm_split_type SHARED), or blocks of
 //                parallel.ranks_per_node ranks to emulate several nodes.
 #pragma once
@@ -42,12 +46,13 @@ class ProcessGrid {
   Communicator& ep_group() { return *ep_group_; }
   Communicator& dp_group() { return *dp_group_; }
   Communicator& token_group() { return *token_group_; }
+  Communicator& expert_group() { return *expert_group_; }
   Communicator& node_group() { return *node_; }
 
  private:
   int dp_, ep_, tp_;
   int dp_index_ = 0, ep_index_ = 0, tp_index_ = 0, node_index_ = 0, num_nodes_ = 1;
-  std::unique_ptr<MpiCommunicator> world_, tp_group_, ep_group_, dp_group_, token_group_, node_;
+  std::unique_ptr<MpiCommunicator> world_, tp_group_, ep_group_, dp_group_, token_group_, expert_group_, node_;
 };
 
 }  // namespace sy::par

@@ -104,7 +104,10 @@ void expect_layout_equals_one_rank(const MoeConfig& mc, const Layout& lay, const
     EXPECT_GT(dropped, 0) << "the capacity should drop slots in this test";
   }
 
-  CommExpertComm<double> comm(tokens);
+  // The layout runs over the token group ordered (ep, dp): exchange degree
+  // parallel.ep exchanges tokens over the grid's ep_group.
+  EXPECT_EQ(grid.expert_group().rank(), grid.ep_index() * lay.dp + grid.dp_index());
+  CommExpertComm<double> comm(grid.expert_group());
   moe::MoeLayer<double> layer(mc, M, T, T, 9, &comm);
   connect_moe_layer(layer, tokens, lay.ep);
   const auto want_units = units_of(layer.layout(), mc, M, one.param("expert_w1"), one.param("expert_w2"));
@@ -168,6 +171,22 @@ TEST(ExpertParallelMpi, EveryModeOfSlicedExpertsEqualsOneRank) {
   expect_layout_equals_one_rank(mc, {W, 1, 1}, modes, true);
 }
 
+// Shared experts run whole on every token while the routed experts are
+// sliced (their piece's hidden width must not leak into the shared ones).
+TEST(ExpertParallelMpi, SharedExpertsBesideSlicedExperts) {
+  const int W = world_size();
+  MoeConfig mc = base_config();
+  mc.num_experts = 1;
+  mc.top_k = 1;
+  mc.num_shared_experts = 2;
+  std::vector<int> modes{0};
+  for (int r = 1; r <= W; ++r)
+    if (W % r == 0) modes.push_back(r);
+  expect_layout_equals_one_rank(mc, {W, 1, 1}, modes);
+  mc.num_experts = 2;
+  expect_layout_equals_one_rank(mc, {W, 1, 1}, W >= 4 ? std::vector<int>{2, 0} : std::vector<int>{1, 0});
+}
+
 TEST(ExpertParallelMpi, SwiGLUAndOtherRoutersInEveryMode) {
   const int W = world_size();
   MoeConfig sw = base_config();
@@ -193,7 +212,7 @@ TEST(ExpertParallelMpi, ExpertsThatCannotBeSplitAreAConfigError) {
   ParallelConfig pc;
   pc.ep = W;
   ProcessGrid grid(pc);
-  CommExpertComm<double> comm(grid.token_group());
+  CommExpertComm<double> comm(grid.expert_group());
   MoeConfig mc = base_config();
   mc.num_experts = 3;
   mc.top_k = 1;
