@@ -565,16 +565,25 @@ void MoeLayer<T>::gather_piece() {
     std::fill(pdw1_, pdw1_ + int64_t(m.gather) * block_, T(0));
     return;
   }
+  copy_piece(false, pw1_, pw2_);
+  std::fill(pdw1_, pdw1_ + El * (H1l + Hl) * M, T(0));
+}
+
+// Between the gathered units (gathered_, (Gs, block)) and the piece's
+// experts w1 (El, H1l, M), w2 (El, M, Hl): to_units packs, else assembles.
+template <typename T>
+void MoeLayer<T>::copy_piece(bool to_units, T* w1, T* w2) {
+  const ExpertMode& m = mode_;
+  const int64_t M = shape_.model_dim, Hl = m.local_hidden, H1l = shape_.h1();
   const bool swiglu = config_.activation == ActivationKind::SwiGLU;
   const int64_t nu = layout_.units_per_rank(), Hu = layout_.unit_hidden();
   const int64_t u1 = layout_.unit_w1_size(M), u2 = layout_.unit_w2_size(M), w2_at = w2_ - w1_;
   compute_pool().run(m.gather * nu, [&](int64_t u) {
     const int64_t q = u / nu, j = u % nu, le = u / m.units_per_expert, k = u % m.units_per_expert;
-    T* src = gathered_ + q * block_;
-    copy_unit(false, src + j * u1, src + w2_at + j * u2, pw1_ + le * H1l * M, pw2_ + le * M * Hl, k, Hu, Hl, M,
+    T* block = gathered_ + q * block_;
+    copy_unit(to_units, block + j * u1, block + w2_at + j * u2, w1 + le * H1l * M, w2 + le * M * Hl, k, Hu, Hl, M,
               swiglu);
   });
-  std::fill(pdw1_, pdw1_ + El * (H1l + Hl) * M, T(0));
 }
 
 // Packs the piece's gradients back into units (the gathered layout) and
@@ -590,16 +599,7 @@ void MoeLayer<T>::begin_reduce_piece() {
     reduce_pending_ = true;
     return;
   }
-  const int64_t M = shape_.model_dim, Hl = m.local_hidden, H1l = shape_.h1();
-  const bool swiglu = config_.activation == ActivationKind::SwiGLU;
-  const int64_t nu = layout_.units_per_rank(), Hu = layout_.unit_hidden();
-  const int64_t u1 = layout_.unit_w1_size(M), u2 = layout_.unit_w2_size(M), w2_at = w2_ - w1_;
-  compute_pool().run(m.gather * nu, [&](int64_t u) {
-    const int64_t q = u / nu, j = u % nu, le = u / m.units_per_expert, k = u % m.units_per_expert;
-    T* dst = gathered_ + q * block_;
-    copy_unit(true, dst + j * u1, dst + w2_at + j * u2, pdw1_ + le * H1l * M, pdw2_ + le * M * Hl, k, Hu, Hl, M,
-              swiglu);
-  });
+  copy_piece(true, pdw1_, pdw2_);
   Stopwatch sw(timing_, times_.gather_s);
   comm_->begin_reduce_units(m.degree, gathered_, reduced_, block_);
   reduce_pending_ = true;

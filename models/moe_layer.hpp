@@ -194,6 +194,7 @@ class MoeLayer {
   // Gathers the mode's piece into the compute weights (cw1_, cw2_), or
   // points them at the stored units when the piece is this rank's own.
   void gather_piece();
+  void copy_piece(bool to_units, T* w1, T* w2);
   // Packs the compute gradients into units and starts their reduce-scatter.
   void begin_reduce_piece();
   // Whole experts gathered (S = 1, Gs > 1): they run straight from the
