@@ -23,7 +23,7 @@ int not_built(const Args& args) {
   return 2;
 }
 
-constexpr char kTrain[] = "train", kPrepare[] = "prepare", kEval[] = "eval", kGenerate[] = "generate",
+constexpr char kTrain[] = "train", kEval[] = "eval", kGenerate[] = "generate",
                kNetsim[] = "netsim";
 constexpr char kTrainerIssue[] = "comes with the end-to-end trainer",
                kNetsimIssue[] = "comes with the network simulator";
@@ -33,7 +33,7 @@ constexpr char kTrainerIssue[] = "comes with the end-to-end trainer",
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"train", "train a model from an INI config (mpirun/srun for several ranks)", not_built<kTrain, kTrainerIssue>, false},
-      {"prepare", "build an HDF5 token dataset from text files", not_built<kPrepare, kTrainerIssue>, false},
+      {"prepare", "build an HDF5 token dataset from text files", prepare_main, false},
       {"eval", "validation loss and per-domain expert usage of a checkpoint", not_built<kEval, kTrainerIssue>, false},
       {"generate", "sample text from a checkpoint", not_built<kGenerate, kTrainerIssue>, false},
       {"bench", "benchmarks: gemm, moe-layer (more to come); --json for machine-readable lines", bench_main, true},

@@ -25,5 +25,6 @@ bool needs_mpi(const Args& args);
 int info_main(const Args& args);
 int config_main(const Args& args);
 int bench_main(const Args& args);
+int prepare_main(const Args& args);
 
 }  // namespace sy::cli

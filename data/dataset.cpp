@@ -1,0 +1,467 @@
+#include "data/dataset.hpp"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <set>
+#include <unordered_map>
+#include <utility>
+
+#include "core/error.hpp"
+#include "core/hdf5_check.hpp"
+
+namespace sy::data {
+
+namespace {
+
+// RAII for one HDF5 id; close() reports a failed close (a file's last flush happens there).
+template <herr_t (*Close)(hid_t)>
+class H5Id {
+ public:
+  H5Id() = default;
+  explicit H5Id(hid_t id) : id_(id) {}
+  H5Id(H5Id&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)) {}
+  H5Id& operator=(H5Id&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+    }
+    return *this;
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  ~H5Id() { reset(); }
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  void reset() {
+    if (id_ >= 0) Close(id_);
+    id_ = H5I_INVALID_HID;
+  }
+  void close() {
+    if (id_ >= 0) SY_HDF5_CHECK(Close(std::exchange(id_, H5I_INVALID_HID)));
+  }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+};
+using H5File = H5Id<H5Fclose>;
+using H5Dataset = H5Id<H5Dclose>;
+using H5Space = H5Id<H5Sclose>;
+using H5Type = H5Id<H5Tclose>;
+using H5Attr = H5Id<H5Aclose>;
+
+// HDF5 prints its error stack to stderr unless told not to; we report errors
+// ourselves. Restores the previous handler (run_guarded may have set one).
+class Hdf5Quiet {
+ public:
+  Hdf5Quiet() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~Hdf5Quiet() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  Hdf5Quiet(const Hdf5Quiet&) = delete;
+  Hdf5Quiet& operator=(const Hdf5Quiet&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// A problem with the file's content; read_dataset prefixes the path.
+class Problem : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+std::string merges_problem(const std::vector<BpeMerge>& merges) {
+  std::unordered_map<uint64_t, size_t> seen;
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const BpeMerge m = merges[i];
+    const int64_t next_id = kByteVocab + int64_t(i);
+    if (m.left < 0 || m.left >= next_id || m.right < 0 || m.right >= next_id)
+      return "/bpe_merges row " + str(int64_t(i)) + " (" + str(m.left) + ", " + str(m.right) +
+             ") must join ids below " + str(next_id);
+    const uint64_t key = (uint64_t(uint32_t(m.left)) << 32) | uint32_t(m.right);
+    if (const auto [it, fresh] = seen.emplace(key, i); !fresh)
+      return "/bpe_merges row " + str(int64_t(i)) + " repeats row " + str(int64_t(it->second));
+  }
+  return "";
+}
+
+// "int32", "uint16", "float64", "string", ...
+std::string describe_type(hid_t type) {
+  const size_t bits = H5Tget_size(type) * 8;
+  switch (H5Tget_class(type)) {
+    case H5T_INTEGER: return (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(bits);
+    case H5T_FLOAT: return "float" + std::to_string(bits);
+    case H5T_STRING: return "string";
+    case H5T_COMPOUND: return "compound";
+    case H5T_ARRAY: return "array";
+    default: return "a non-numeric type";
+  }
+}
+
+// --- reading ----------------------------------------------------------------
+
+struct Array {
+  std::string name;  // "/tokens"
+  H5Dataset ds;
+  std::vector<hsize_t> dims;
+  hsize_t count() const { return std::accumulate(dims.begin(), dims.end(), hsize_t(1), std::multiplies<>()); }
+};
+
+Array open_array(hid_t file, const char* name, int rank) {
+  Array a;
+  a.name = std::string("/") + name;
+  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw Problem("missing dataset " + a.name);
+  a.ds = H5Dataset(H5Dopen2(file, name, H5P_DEFAULT));
+  if (!a.ds.valid()) throw Problem(a.name + " is not a dataset");
+  H5Space space(SY_HDF5_CHECK(H5Dget_space(a.ds.get())));
+  const int nd = SY_HDF5_CHECK(H5Sget_simple_extent_ndims(space.get()));
+  if (nd != rank)
+    throw Problem(a.name + " must be " + std::to_string(rank) + "-D, has " + std::to_string(nd) + " dimensions");
+  a.dims.resize(size_t(nd));
+  SY_HDF5_CHECK(H5Sget_simple_extent_dims(space.get(), a.dims.data(), nullptr));
+  return a;
+}
+
+// Requires a signed integer of `bytes` bytes (any byte order).
+void require_signed(const Array& a, size_t bytes) {
+  H5Type type(SY_HDF5_CHECK(H5Dget_type(a.ds.get())));
+  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Tget_size(type.get()) != bytes ||
+      H5Tget_sign(type.get()) != H5T_SGN_2)
+    throw Problem(a.name + " must be int" + std::to_string(bytes * 8) + ", got " + describe_type(type.get()));
+}
+
+template <typename T>
+std::vector<T> read_all(const Array& a, hid_t memtype) {
+  std::vector<T> v(size_t(a.count()));
+  if (!v.empty()) SY_HDF5_CHECK(H5Dread(a.ds.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
+  return v;
+}
+
+std::vector<std::string> read_strings(const Array& a) {
+  H5Type type(SY_HDF5_CHECK(H5Dget_type(a.ds.get())));
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    throw Problem(a.name + " must hold strings, got " + describe_type(type.get()));
+  const size_t n = size_t(a.count());
+  std::vector<std::string> out(n);
+  if (n == 0) return out;
+  if (SY_HDF5_CHECK(H5Tis_variable_str(type.get())) > 0) {
+    H5Type mem(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
+    SY_HDF5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
+    std::vector<char*> ptrs(n, nullptr);
+    SY_HDF5_CHECK(H5Dread(a.ds.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()));
+    for (size_t i = 0; i < n; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
+    H5Space space(SY_HDF5_CHECK(H5Dget_space(a.ds.get())));
+    SY_HDF5_CHECK(H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data()));
+  } else {
+    const size_t width = H5Tget_size(type.get());
+    std::vector<char> buf(n * width);
+    SY_HDF5_CHECK(H5Dread(a.ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()));
+    for (size_t i = 0; i < n; ++i) out[i].assign(buf.data() + i * width, strnlen(buf.data() + i * width, width));
+  }
+  return out;
+}
+
+H5Attr open_scalar_attr(hid_t file, const char* name) {
+  if (SY_HDF5_CHECK(H5Aexists(file, name)) <= 0) throw Problem(std::string("missing attribute ") + name);
+  H5Attr attr(SY_HDF5_CHECK(H5Aopen(file, name, H5P_DEFAULT)));
+  H5Space space(SY_HDF5_CHECK(H5Aget_space(attr.get())));
+  if (H5Sget_simple_extent_npoints(space.get()) != 1)
+    throw Problem(std::string("attribute ") + name + " must hold one value");
+  return attr;
+}
+
+int64_t read_int_attr(hid_t file, const char* name) {
+  H5Attr attr = open_scalar_attr(file, name);
+  H5Type type(SY_HDF5_CHECK(H5Aget_type(attr.get())));
+  if (H5Tget_class(type.get()) != H5T_INTEGER)
+    throw Problem(std::string("attribute ") + name + " must be an integer, got " + describe_type(type.get()));
+  int64_t v = 0;
+  SY_HDF5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, &v));
+  return v;
+}
+
+std::string read_string_attr(hid_t file, const char* name) {
+  H5Attr attr = open_scalar_attr(file, name);
+  H5Type type(SY_HDF5_CHECK(H5Aget_type(attr.get())));
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    throw Problem(std::string("attribute ") + name + " must be a string, got " + describe_type(type.get()));
+  if (SY_HDF5_CHECK(H5Tis_variable_str(type.get())) > 0) {
+    H5Type mem(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
+    SY_HDF5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
+    char* p = nullptr;
+    SY_HDF5_CHECK(H5Aread(attr.get(), mem.get(), &p));
+    std::string s = p ? p : "";
+    H5free_memory(p);
+    return s;
+  }
+  const size_t width = H5Tget_size(type.get());
+  std::vector<char> buf(width);
+  SY_HDF5_CHECK(H5Aread(attr.get(), type.get(), buf.data()));
+  return std::string(buf.data(), strnlen(buf.data(), width));
+}
+
+TokenDataset read_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw Problem("no such file");
+  if (std::filesystem::is_directory(path, ec)) throw Problem("is a folder, not a dataset file");
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw Problem("not an HDF5 file");
+  H5File file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  if (!file.valid()) throw Problem("cannot open: " + detail::hdf5_error_text());
+  const hid_t f = file.get();
+
+  TokenDataset ds;
+  const int64_t version = read_int_attr(f, "format_version");
+  if (version != kDatasetFormatVersion)
+    throw Problem("format_version " + str(version) + " is not supported (this build reads " +
+                  str(kDatasetFormatVersion) + ")");
+  ds.vocab_size = read_int_attr(f, "vocab_size");
+  const std::string kind = read_string_attr(f, "tokenizer");
+  if (kind == to_string(TokenizerKind::Byte)) {
+    ds.tokenizer = TokenizerKind::Byte;
+  } else if (kind == to_string(TokenizerKind::BPE)) {
+    ds.tokenizer = TokenizerKind::BPE;
+  } else {
+    throw Problem("attribute tokenizer = '" + kind + "': expected byte or bpe");
+  }
+
+  const Array tokens = open_array(f, "tokens", 1);
+  require_signed(tokens, 4);
+  const Array offsets = open_array(f, "doc_offsets", 1);
+  require_signed(offsets, 8);
+  const Array domain = open_array(f, "doc_domain", 1);
+  require_signed(domain, 4);
+  const Array names = open_array(f, "domain_names", 1);
+  const bool has_merges = H5Lexists(f, "bpe_merges", H5P_DEFAULT) > 0;
+  if (ds.tokenizer == TokenizerKind::BPE) {
+    const Array merges = open_array(f, "bpe_merges", 2);
+    require_signed(merges, 4);
+    if (merges.dims[1] != 2)
+      throw Problem("/bpe_merges must be (M, 2), got (" + str(int64_t(merges.dims[0])) + ", " +
+                    str(int64_t(merges.dims[1])) + ")");
+    const auto flat = read_all<int32_t>(merges, H5T_NATIVE_INT32);
+    ds.merges.resize(flat.size() / 2);
+    for (size_t i = 0; i < ds.merges.size(); ++i) ds.merges[i] = {flat[2 * i], flat[2 * i + 1]};
+  } else if (has_merges) {
+    throw Problem("has /bpe_merges but tokenizer = 'byte'");
+  }
+
+  // Cheap shape checks before reading the big arrays.
+  if (domain.dims[0] == 0) throw Problem("empty dataset: no documents");
+  if (tokens.dims[0] == 0) throw Problem("empty dataset: no tokens");
+  if (offsets.dims[0] != domain.dims[0] + 1)
+    throw Problem("/doc_offsets has " + str(int64_t(offsets.dims[0])) + " entries, expected num_docs + 1 = " +
+                  str(int64_t(domain.dims[0] + 1)));
+  ds.domain_names = read_strings(names);
+  ds.doc_offsets = read_all<int64_t>(offsets, H5T_NATIVE_INT64);
+  ds.doc_domain = read_all<int32_t>(domain, H5T_NATIVE_INT32);
+  ds.tokens = read_all<int32_t>(tokens, H5T_NATIVE_INT32);
+  file.close();
+
+  if (std::string problem = dataset_problem(ds); !problem.empty()) throw Problem(problem);
+  return ds;
+}
+
+// --- writing ----------------------------------------------------------------
+
+void write_array(hid_t file, const char* name, hid_t file_type, hid_t mem_type, const void* data,
+                 std::initializer_list<hsize_t> dims) {
+  const std::vector<hsize_t> d(dims);
+  H5Space space(SY_HDF5_CHECK(H5Screate_simple(int(d.size()), d.data(), nullptr)));
+  H5Dataset ds(SY_HDF5_CHECK(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  const hsize_t n = std::accumulate(d.begin(), d.end(), hsize_t(1), std::multiplies<>());
+  if (n > 0) SY_HDF5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+  ds.close();
+}
+
+// A fixed-length NUL-terminated string type wide enough for the longest of strings.
+H5Type string_type(const std::vector<std::string>& strings) {
+  size_t width = 1;
+  for (const auto& s : strings) width = std::max(width, s.size() + 1);
+  H5Type type(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
+  SY_HDF5_CHECK(H5Tset_size(type.get(), width));
+  SY_HDF5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLTERM));
+  return type;
+}
+
+void write_int_attr(hid_t file, const char* name, int64_t value) {
+  H5Space space(SY_HDF5_CHECK(H5Screate(H5S_SCALAR)));
+  H5Attr attr(SY_HDF5_CHECK(H5Acreate2(file, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT)));
+  SY_HDF5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value));
+  attr.close();
+}
+
+void write_string_attr(hid_t file, const char* name, const std::string& value) {
+  H5Type type = string_type({value});
+  H5Space space(SY_HDF5_CHECK(H5Screate(H5S_SCALAR)));
+  H5Attr attr(SY_HDF5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)));
+  std::vector<char> buf(H5Tget_size(type.get()), '\0');
+  std::memcpy(buf.data(), value.data(), value.size());
+  SY_HDF5_CHECK(H5Awrite(attr.get(), type.get(), buf.data()));
+  attr.close();
+}
+
+void write_file(const std::string& path, const TokenDataset& ds) {
+  H5File file(SY_HDF5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
+  const hid_t f = file.get();
+  write_int_attr(f, "format_version", kDatasetFormatVersion);
+  write_int_attr(f, "vocab_size", ds.vocab_size);
+  write_string_attr(f, "tokenizer", to_string(ds.tokenizer));
+  write_array(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, ds.tokens.data(), {hsize_t(ds.tokens.size())});
+  write_array(f, "doc_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, ds.doc_offsets.data(),
+              {hsize_t(ds.doc_offsets.size())});
+  write_array(f, "doc_domain", H5T_STD_I32LE, H5T_NATIVE_INT32, ds.doc_domain.data(), {hsize_t(ds.doc_domain.size())});
+  {
+    H5Type type = string_type(ds.domain_names);
+    const size_t width = H5Tget_size(type.get());
+    std::vector<char> buf(width * ds.domain_names.size(), '\0');
+    for (size_t i = 0; i < ds.domain_names.size(); ++i)
+      std::memcpy(buf.data() + i * width, ds.domain_names[i].data(), ds.domain_names[i].size());
+    write_array(f, "domain_names", type.get(), type.get(), buf.data(), {hsize_t(ds.domain_names.size())});
+  }
+  if (ds.tokenizer == TokenizerKind::BPE) {
+    std::vector<int32_t> flat;  // (M, 2)
+    flat.reserve(ds.merges.size() * 2);
+    for (const BpeMerge& m : ds.merges) flat.insert(flat.end(), {m.left, m.right});
+    write_array(f, "bpe_merges", H5T_STD_I32LE, H5T_NATIVE_INT32, flat.data(), {hsize_t(ds.merges.size()), 2});
+  }
+  SY_HDF5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
+  file.close();
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw IoError("cannot open " + path + " to sync it: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL) throw IoError("cannot sync " + path + ": " + std::strerror(err));
+}
+
+}  // namespace
+
+std::string dataset_problem(const TokenDataset& ds) {
+  // Tokenizer and vocabulary.
+  if (ds.tokenizer == TokenizerKind::Byte) {
+    if (ds.vocab_size != kByteVocab) return "vocab_size " + str(ds.vocab_size) + " with tokenizer 'byte' (must be 256)";
+    if (!ds.merges.empty()) return "tokenizer 'byte' has no merges, got " + str(int64_t(ds.merges.size()));
+  } else {
+    if (std::string p = merges_problem(ds.merges); !p.empty()) return p;
+    if (ds.vocab_size != kByteVocab + int64_t(ds.merges.size()))
+      return "vocab_size " + str(ds.vocab_size) + " does not match " + str(int64_t(ds.merges.size())) +
+             " BPE merges (expected " + str(kByteVocab + int64_t(ds.merges.size())) + ")";
+  }
+  // Domains.
+  if (ds.domain_names.empty()) return "/domain_names is empty";
+  std::set<std::string> names;
+  for (size_t k = 0; k < ds.domain_names.size(); ++k) {
+    const std::string& name = ds.domain_names[k];
+    if (name.empty() || name.find('\0') != std::string::npos)
+      return "/domain_names[" + str(int64_t(k)) + "] is empty or holds a NUL byte";
+    if (!names.insert(name).second) return "/domain_names repeats '" + name + "'";
+  }
+  // Documents.
+  const int64_t num_docs = ds.num_docs(), num_tokens = ds.num_tokens();
+  if (num_docs == 0) return "empty dataset: no documents";
+  if (num_tokens == 0) return "empty dataset: no tokens";
+  if (int64_t(ds.doc_offsets.size()) != num_docs + 1)
+    return "/doc_offsets has " + str(int64_t(ds.doc_offsets.size())) + " entries, expected num_docs + 1 = " +
+           str(num_docs + 1);
+  if (ds.doc_offsets[0] != 0) return "/doc_offsets[0] is " + str(ds.doc_offsets[0]) + ", expected 0";
+  for (int64_t i = 0; i < num_docs; ++i) {
+    const int64_t lo = ds.doc_offsets[i], hi = ds.doc_offsets[i + 1];
+    if (hi <= lo)
+      return "/doc_offsets must increase strictly, but document " + str(i) + " runs from " + str(lo) + " to " + str(hi);
+    if (hi > num_tokens)
+      return "/doc_offsets[" + str(i + 1) + "] = " + str(hi) + " is past the end of /tokens (" + str(num_tokens) +
+             " tokens)";
+  }
+  if (ds.doc_offsets[num_docs] != num_tokens)
+    return "/doc_offsets ends at " + str(ds.doc_offsets[num_docs]) + " but /tokens has " + str(num_tokens) +
+           " tokens";
+  for (int64_t i = 0; i < num_docs; ++i)
+    if (ds.doc_domain[i] < 0 || ds.doc_domain[i] >= ds.num_domains())
+      return "/doc_domain[" + str(i) + "] = " + str(ds.doc_domain[i]) + " is not a domain index (" +
+             str(ds.num_domains()) + " domains)";
+  for (int64_t i = 0; i < num_tokens; ++i) {
+    const int32_t t = ds.tokens[i];
+    if (t < 0 || t >= ds.vocab_size)
+      return "/tokens[" + str(i) + "] = " + str(t) + " is outside [0, vocab_size = " + str(ds.vocab_size) + ")";
+  }
+  return "";
+}
+
+void write_dataset(const std::string& path, const TokenDataset& ds) {
+  if (std::string problem = dataset_problem(ds); !problem.empty())
+    throw InvalidArgument("write_dataset " + path + ": " + problem);
+  const std::string tmp = path + ".tmp";
+  // A plain open first, for an error a user can act on (missing folder, no permission).
+  if (FILE* probe = std::fopen(tmp.c_str(), "wb")) {
+    std::fclose(probe);
+  } else {
+    throw IoError(path + ": cannot write " + tmp + ": " + std::strerror(errno));
+  }
+  Hdf5Quiet quiet;
+  try {
+    write_file(tmp, ds);
+    fsync_path(tmp);
+    std::filesystem::rename(tmp, path);
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw IoError(path + ": write failed: " + e.what());
+  }
+  // The rename is durable once the folder is synced; a failure here leaves a complete file.
+  const std::string folder = std::filesystem::absolute(path).parent_path().string();
+  try {
+    fsync_path(folder);
+  } catch (const IoError&) {
+  }
+}
+
+TokenDataset read_dataset(const std::string& path) {
+  Hdf5Quiet quiet;
+  try {
+    return read_file(path);
+  } catch (const Problem& e) {
+    throw IoError(path + ": " + e.what());
+  } catch (const IoError& e) {
+    throw IoError(path + ": " + e.what());
+  }
+}
+
+Tokenizer dataset_tokenizer(const TokenDataset& ds) {
+  return ds.tokenizer == TokenizerKind::BPE ? Tokenizer::bpe(ds.merges) : Tokenizer();
+}
+
+TokenDataset tokenize_documents(const Tokenizer& tokenizer, std::vector<std::string> domain_names,
+                                std::span<const TextDocument> docs) {
+  TokenDataset ds;
+  ds.vocab_size = tokenizer.vocab_size();
+  ds.tokenizer = tokenizer.kind();
+  ds.merges = tokenizer.merges();
+  ds.domain_names = std::move(domain_names);
+  ds.doc_offsets.push_back(0);
+  for (const TextDocument& doc : docs) {
+    SY_REQUIRE(doc.domain >= 0 && doc.domain < ds.num_domains(),
+               "document domain " << doc.domain << " is outside [0, " << ds.num_domains() << ")");
+    if (doc.text.empty()) continue;
+    tokenizer.encode_append(doc.text, ds.tokens);
+    ds.doc_offsets.push_back(ds.num_tokens());
+    ds.doc_domain.push_back(doc.domain);
+  }
+  return ds;
+}
+
+}  // namespace sy::data
