@@ -87,7 +87,7 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   num_logits_ = router_->num_logits();
   balancer_ = std::make_unique<Balancer<T>>(config, seq_len);
 
-  const int64_t E = num_experts_, M = model_dim, H = config.hidden_size, H1 = shape_.h1();
+  const int64_t M = model_dim, H = config.hidden_size, H1 = shape_.h1();
   const int64_t S = config.num_shared_experts, L = num_logits_;
   const int64_t nu = layout_.units_per_rank();
   if (L > 0) add_param("router_weight", L * M);
@@ -139,21 +139,19 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
     max_local = std::max(max_local, m.local_experts);
   }
   const int64_t hrows = std::max(max_rows_, ex_rows_);
-  const int64_t H1max = H1, Hmax = H;  // a piece's hidden never exceeds the expert's
-  // One function computes every size: the list below.
-  T* pw = nullptr;
-  T* pdw = nullptr;
+  // One function computes every size: the list below (a piece's hidden never
+  // exceeds the expert's H).
   const std::vector<std::pair<T**, int64_t>> plan = {
       {&router_in_, Tm * M},        {&router_wq_, L * M},         {&logits_, Tm * L},
       {&dprobs_aux_, Tm * L},       {&dlogits_aux_, Tm * L},      {&dprobs_, Tm * L},
-      {&dlogits_, Tm * L},          {&xd_, max_rows_ * M},        {&h1_, hrows * H1max},
-      {&act_, hrows * Hmax},        {&y_, max_rows_ * M},         {&dy_, max_rows_ * M},
-      {&dact_, hrows * Hmax},       {&dh1_, hrows * H1max},       {&dxd_, max_rows_ * M},
+      {&dlogits_, Tm * L},          {&xd_, max_rows_ * M},        {&h1_, hrows * H1},
+      {&act_, hrows * H},        {&y_, max_rows_ * M},         {&dy_, max_rows_ * M},
+      {&dact_, hrows * H},          {&dh1_, hrows * H1},       {&dxd_, max_rows_ * M},
       {&shared_h1_, Tm * S * H1},   {&shared_act_, Tm * S * H},   {&shared_dact_, Tm * S * H},
       {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M},        {&ex_x_, ex_rows_ * M},
       {&ex_y_, ex_rows_ * M},       {&ex_dx_, ex_rows_ * M},      {&stage_, ex_rows_ * M},
-      {&part_, part_rows * M},      {&gathered_, gathered},       {&pw, piece_w},
-      {&pdw, std::max(piece_w, gathered)}, {&reduced_, gathered > 0 ? block_ : 0}};
+      {&part_, part_rows * M},      {&gathered_, gathered},       {&pw1_, piece_w},
+      {&pdw1_, std::max(piece_w, gathered)}, {&reduced_, gathered > 0 ? block_ : 0}};
   int64_t total = 0;
   for (const auto& [ptr, size] : plan) total += (size + 15) / 16 * 16;  // 64-byte granules
   work_.assign(total, T(0));
@@ -162,9 +160,6 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
     *ptr = work_.data() + at;
     at += (size + 15) / 16 * 16;
   }
-  pw1_ = pw;
-  pdw1_ = pdw;
-  pw2_ = pdw2_ = nullptr;  // placed per mode in gather_piece (after El H1l M elements)
   dweight_.resize(max_slots);
   slot_row_.resize(max_slots);
   bucket_.resize(max_slots);
@@ -187,7 +182,6 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   routing_.weight.reserve(max_slots);
   routing_.score.reserve(max_slots);
   mode_ = layout_.mode(degree_);
-  (void)E;
 }
 
 template <typename T>

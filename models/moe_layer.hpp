@@ -261,10 +261,10 @@ class MoeLayer {
   // assembled per local expert; aliases of the stored units when Gs = 1.
   T* gathered_;     // (Gs, block)  block = this rank's [w1 units | w2 units]; also packs gradients
   T* pw1_;          // (El, H1l, M) the piece's experts, assembled from the gathered units
-  T* pw2_;          // (El, M, Hl)
+  T* pw2_ = nullptr;   // (El, M, Hl)  placed per mode in gather_piece, after El H1l M elements
   T* pdw1_;         // (El, H1l, M) the piece's gradients, reduce-scattered into dw1_/dw2_;
                     // (Gs, block) in the gathered layout for whole experts
-  T* pdw2_;         // (El, M, Hl)
+  T* pdw2_ = nullptr;  // (El, M, Hl)
   T* reduced_;      // (block)      this rank's summed unit gradients
   // The weights and gradients the experts use: pw*_ / pdw*_, or the stored
   // units themselves when the piece is this rank's own (Gs = 1).
