@@ -8,18 +8,13 @@
 
 #include "core/error.hpp"
 #include "parallel/mpi/mpi_communicator.hpp"
+#include "tests/support/mpi_support.hpp"
 
 namespace sy::par {
 namespace {
 
-std::unique_ptr<MpiCommunicator> world(double timeout_s = 60) {
-  MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  return std::make_unique<MpiCommunicator>(dup, true, "world", timeout_s);
-}
-
 TEST(CommunicatorMpi, AllreduceSumMaxMinInPlaceAndNot) {
-  auto c = world();
+  auto c = test::world_communicator();
   const int r = c->rank(), W = c->size();
   std::vector<double> v = {double(r), double(10 * r + 1)};
   std::vector<double> out(2);
@@ -34,7 +29,7 @@ TEST(CommunicatorMpi, AllreduceSumMaxMinInPlaceAndNot) {
 }
 
 TEST(CommunicatorMpi, ReduceScatterAndAllGather) {
-  auto c = world();
+  auto c = test::world_communicator();
   const int r = c->rank(), W = c->size();
   const int64_t block = 3;
   std::vector<float> send(W * block), mine(block);
@@ -49,7 +44,7 @@ TEST(CommunicatorMpi, ReduceScatterAndAllGather) {
 
 // Uneven counts, zero-length messages and the self message.
 TEST(CommunicatorMpi, AlltoallvWithUnevenAndEmptyMessages) {
-  auto c = world();
+  auto c = test::world_communicator();
   const int r = c->rank(), W = c->size();
   auto count = [](int from, int to) { return int64_t((from + 2 * to) % 3); };  // 0, 1 or 2 elements
   std::vector<int64_t> sc(W), sd(W), rc(W), rd(W);
@@ -68,7 +63,7 @@ TEST(CommunicatorMpi, AlltoallvWithUnevenAndEmptyMessages) {
 }
 
 TEST(CommunicatorMpi, BroadcastSendRecvBarrierAndNonBlocking) {
-  auto c = world();
+  auto c = test::world_communicator();
   const int r = c->rank(), W = c->size();
   int64_t v = r == W - 1 ? 42 : 0;
   c->broadcast(&v, 1, ElemType::I64, W - 1);
@@ -85,7 +80,7 @@ TEST(CommunicatorMpi, BroadcastSendRecvBarrierAndNonBlocking) {
 }
 
 TEST(CommunicatorMpi, SplitMakesSubgroups) {
-  auto c = world();
+  auto c = test::world_communicator();
   auto half = c->split(c->rank() % 2, c->rank(), "parity");
   EXPECT_EQ(half->name(), "parity");
   EXPECT_EQ(half->size(), (c->size() + 1 - c->rank() % 2) / 2);
@@ -96,7 +91,7 @@ TEST(CommunicatorMpi, SplitMakesSubgroups) {
 
 // A peer that never arrives becomes an error naming the rank and the operation.
 TEST(CommunicatorMpi, WaitTimesOutNamingRankAndOperation) {
-  auto c = world(0.3);
+  auto c = test::world_communicator(0.3);
   static double sink = 0;  // the stale receive completes into it later
   const int peer = c->size() > 1 ? 1 : 0;  // on one rank, a receive from itself
   if (c->rank() == 0) {

@@ -16,16 +16,13 @@
 #include "models/moe_layer.hpp"
 #include "parallel/moe_hooks.hpp"
 #include "parallel/process_grid.hpp"
+#include "tests/support/mpi_support.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace sy::par {
 namespace {
 
-int world_size() {
-  int W = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &W);
-  return W;
-}
+using test::world_size;
 
 MoeConfig base_config() {
   MoeConfig mc;

@@ -8,15 +8,12 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "tests/support/mpi_support.hpp"
 
 namespace sy::par {
 namespace {
 
-int world_size() {
-  int w = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &w);
-  return w;
-}
+using test::world_size;
 
 // Sums world ranks over a group: checks the members without trusting the grid.
 int64_t member_sum(Communicator& g, int world_rank) {

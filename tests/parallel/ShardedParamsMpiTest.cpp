@@ -22,16 +22,11 @@
 #include "core/error.hpp"
 #include "parallel/mpi/mpi_communicator.hpp"
 #include "parallel/sharded_params.hpp"
+#include "tests/support/mpi_support.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace sy::par {
 namespace {
-
-std::unique_ptr<MpiCommunicator> world(double timeout_s = 60) {
-  MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  return std::make_unique<MpiCommunicator>(dup, true, "world", timeout_s);
-}
 
 // Awkward sizes so that the padding of every bucket matters.
 const std::vector<int64_t> kSizes = {1, 7, 33, 1000, 3, 64, 17};
@@ -75,7 +70,7 @@ TYPED_TEST_SUITE(ShardedParamsMpi, Types);
 
 TYPED_TEST(ShardedParamsMpi, LayoutPadsEveryBucketAndCoversEachElementOnce) {
   using T = TypeParam;
-  auto c = world();
+  auto c = test::world_communicator();
   const int W = c->size(), r = c->rank();
   auto p = make_set<T>(*c, kTinyBucketBytes);
   const int64_t total = std::accumulate(kSizes.begin(), kSizes.end(), int64_t(0));
@@ -147,7 +142,7 @@ TYPED_TEST(ShardedParamsMpi, LayoutPadsEveryBucketAndCoversEachElementOnce) {
 
 TYPED_TEST(ShardedParamsMpi, ScatterThenGatherRestoresTheFullParameters) {
   using T = TypeParam;
-  auto c = world();
+  auto c = test::world_communicator();
   for (int64_t bucket_bytes : {kTinyBucketBytes, ShardedParams<T>::kDefaultBucketBytes}) {
     SCOPED_TRACE("bucket_bytes " + std::to_string(bucket_bytes));
     auto p = make_set<T>(*c, bucket_bytes);
@@ -189,7 +184,7 @@ double rank_grad(int64_t ci, int r) { return double(ci) + 10000.0 * (r + 1); }
 
 template <typename T>
 void check_bucketed_sync(MarkOrder order, double grad_scale) {
-  auto c = world();
+  auto c = test::world_communicator();
   const int W = c->size(), r = c->rank();
   auto p = make_set<T>(*c, kTinyBucketBytes);
   ASSERT_GE(p->num_buckets(), 4);
@@ -263,7 +258,7 @@ TYPED_TEST(ShardedParamsMpi, BucketedReduceScatterInScrambledOrderWithGradScale)
 
 TYPED_TEST(ShardedParamsMpi, OptimizerStepOnShardThenGatherEqualsFullUpdate) {
   using T = TypeParam;
-  auto c = world();
+  auto c = test::world_communicator();
   const int W = c->size(), r = c->rank();
   auto p = make_set<T>(*c, kTinyBucketBytes);
   // Exact binary fractions, so the sums and the update are exact in float too
@@ -327,7 +322,7 @@ void sync_reverse(ShardedParams<double>& p) {
 }
 
 TEST(ShardedParamsMpiNorm, GlobalGradNormMatchesNormOfSummedGradient) {
-  auto c = world();
+  auto c = test::world_communicator();
   const int W = c->size(), r = c->rank();
   // Sharded over the world: copies = 1.
   auto p = make_set<double>(*c, kTinyBucketBytes);
@@ -377,7 +372,7 @@ void expect_invalid(Fn fn, std::initializer_list<const char*> parts) {
 }
 
 TEST(ShardedParamsMpiErrors, UnknownNamesListTheKnownOnes) {
-  auto c = world();
+  auto c = test::world_communicator();
   auto p = make_set<float>(*c, kTinyBucketBytes);
   const char* known = "known tensors: t0, t1, t2, t3, t4, t5, t6";
   expect_invalid([&] { p->param("nope"); }, {"unknown tensor 'nope'", known});
@@ -391,7 +386,7 @@ TEST(ShardedParamsMpiErrors, UnknownNamesListTheKnownOnes) {
 }
 
 TEST(ShardedParamsMpiErrors, RegistrationAndBackwardMisuse) {
-  auto c = world();
+  auto c = test::world_communicator();
   expect_invalid([&] { ShardedParams<float>(*c, 0); }, {"bucket size"});
   ShardedParams<float> p(*c, kTinyBucketBytes);
   expect_invalid([&] { p.finalize(); }, {"no tensors"});
@@ -413,7 +408,7 @@ TEST(ShardedParamsMpiErrors, RegistrationAndBackwardMisuse) {
 }
 
 TEST(ShardedParamsMpiErrors, FinishNamesTheGradientsNeverMarked) {
-  auto c = world();
+  auto c = test::world_communicator();
   auto p = make_set<double>(*c, kTinyBucketBytes);
   tag_params(*p);
   fill_canonical(*p, p->full_grads(), [](int64_t ci) { return double(ci); });

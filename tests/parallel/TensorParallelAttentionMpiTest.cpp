@@ -14,16 +14,13 @@
 #include "core/error.hpp"
 #include "models/attention_block.hpp"
 #include "parallel/process_grid.hpp"
+#include "tests/support/mpi_support.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace sy::par {
 namespace {
 
-int world_size() {
-  int W = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &W);
-  return W;
-}
+using test::world_size;
 
 ModelConfig model_config(NormKind norm) {
   ModelConfig m;
