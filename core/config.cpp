@@ -265,6 +265,7 @@ const std::vector<KeySpec>& key_table() {
       key("model.position", &C::model, &M::position, choice<PositionKind>(kPositionNames), "position encoding"),
       key("model.tie_embeddings", &C::model, &M::tie_embeddings, BoolCodec{}, "output projection shares the token embedding"),
       key("model.norm", &C::model, &M::norm, choice<NormKind>(kNormNames), "normalization layer"),
+      key("model.ffn_hidden_size", &C::model, &M::ffn_hidden_size, non_negative<int>(), "dense FFN hidden width of non-MoE layers (0 = 4 * model.dim)"),
 
       key("moe.num_experts", &C::moe, &E::num_experts, positive<int>(), "routed experts per MoE layer"),
       key("moe.top_k", &C::moe, &E::top_k, positive<int>(), "experts per token (1 for switch and hash)"),
@@ -307,6 +308,12 @@ const std::vector<KeySpec>& key_table() {
       key("train.grad_clip", &C::train, &T::grad_clip, non_negative_real(), "gradient-norm clip (0 = off)"),
       key("train.dtype", &C::train, &T::dtype, choice<DType>(kDTypeNames), "weights and activations storage type"),
       key("train.eval_every", &C::train, &T::eval_every, non_negative<int64_t>(), "validation every N steps (0 = never)"),
+      key("train.eval_batches", &C::train, &T::eval_batches, non_negative<int64_t>(), "validation batches per domain per evaluation (0 = all)"),
+      key("train.min_lr_ratio", &C::train, &T::min_lr_ratio, RealCodec{.lo = 0.0, .hi = 1.0}, "cosine decay floor as a fraction of train.lr"),
+      key("train.beta1", &C::train, &T::beta1, RealCodec{.lo = 0.0, .hi = 1.0, .hi_open = true}, "AdamW first-moment decay"),
+      key("train.beta2", &C::train, &T::beta2, RealCodec{.lo = 0.0, .hi = 1.0, .hi_open = true}, "AdamW second-moment decay"),
+      key("train.adam_eps", &C::train, &T::adam_eps, positive_real(), "AdamW epsilon"),
+      key("train.threads", &C::train, &T::threads, positive<int>(), "CPU compute threads per rank"),
 
       key("data.path", &C::data, &D::path, TextCodec{}, "HDF5 token dataset"),
       key("data.tokenizer", &C::data, &D::tokenizer, choice<TokenizerKind>(kTokenizerNames), "tokenizer"),
@@ -315,6 +322,7 @@ const std::vector<KeySpec>& key_table() {
       key("checkpoint.dir", &C::checkpoint, &K::dir, TextCodec{}, "checkpoint directory (empty = none)"),
       key("checkpoint.every", &C::checkpoint, &K::every, non_negative<int64_t>(), "steps between checkpoints (0 = at the end)"),
       key("checkpoint.resume", &C::checkpoint, &K::resume, BoolCodec{}, "continue from checkpoint.dir/latest"),
+      key("checkpoint.keep", &C::checkpoint, &K::keep, non_negative<int>(), "newest checkpoints kept (0 = all)"),
 
       key("log.dir", &C::log, &L::dir, TextCodec{}, "metrics JSONL and resolved config (empty = print only)"),
       key("log.every", &C::log, &L::every, positive<int64_t>(), "metrics line every N steps"),

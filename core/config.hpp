@@ -57,6 +57,7 @@ struct ModelConfig {
   PositionKind position = PositionKind::Learned;
   bool tie_embeddings = true;  // output projection shares the token embedding
   NormKind norm = NormKind::LayerNorm;
+  int ffn_hidden_size = 0;  // dense FFN hidden width of the non-MoE layers; 0 = 4 * dim
 };
 
 struct MoeConfig {
@@ -116,6 +117,10 @@ struct TrainConfig {
   double grad_clip = 1.0;    // global gradient-norm clip; 0 = off
   DType dtype = DType::F32;  // storage type of weights and activations
   int64_t eval_every = 50;   // validation loss every N steps; 0 = never
+  int64_t eval_batches = 8;  // validation batches per domain per evaluation; 0 = all
+  double min_lr_ratio = 0.1; // the cosine schedule decays to min_lr_ratio * lr
+  double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;  // AdamW
+  int threads = 1;           // CPU compute threads per rank
 };
 
 struct DataConfig {
@@ -128,6 +133,7 @@ struct CheckpointConfig {
   std::string dir;      // empty = no checkpoints
   int64_t every = 0;    // steps between checkpoints; 0 = only at the end (when dir is set)
   bool resume = false;  // continue from dir/latest
+  int keep = 0;         // newest checkpoints kept; 0 = all
 };
 
 struct LogConfig {
