@@ -38,6 +38,11 @@ class IoError : public Error {
  public:
   using Error::Error;
 };
+// Training diverged: a non-finite loss or gradient.
+class NumericError : public Error {
+ public:
+  using Error::Error;
+};
 // Device runtime and kernels (CUDA, cuBLAS).
 class DeviceError : public Error {
  public:

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "core/error.hpp"
+
 namespace sy {
 struct MoeConfig;
 }
@@ -76,6 +78,10 @@ class Router {
   virtual void update_bias(const double* counts_per_expert) { (void)counts_per_expert; }
   // The selection bias (E), empty for routers without one.
   virtual std::vector<double> bias() const { return {}; }
+  // Restores the bias (a checkpoint); the size must match bias().
+  virtual void set_bias(const std::vector<double>& bias) {
+    SY_REQUIRE(bias.empty(), "router " << name() << " has no selection bias to set");
+  }
 };
 
 // Builds the router named by config.router for num_experts real experts.

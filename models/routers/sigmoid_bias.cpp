@@ -80,6 +80,11 @@ class SigmoidBiasRouter final : public Router<T> {
   }
 
   std::vector<double> bias() const override { return bias_; }
+  void set_bias(const std::vector<double>& bias) override {
+    SY_REQUIRE(bias.size() == bias_.size(), "router sigmoid_bias: set_bias got " << bias.size() << " values for "
+                                                                                 << bias_.size() << " experts");
+    bias_ = bias;
+  }
 
  private:
   int num_experts_, k_;
