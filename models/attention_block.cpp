@@ -9,6 +9,7 @@
 #include "core/ops/attention.hpp"
 #include "core/ops/linear.hpp"
 #include "core/ops/norm.hpp"
+#include "core/ops/rope.hpp"
 #include "core/thread_pool.hpp"
 
 namespace sy::models {
@@ -29,15 +30,13 @@ AttentionBlock<T>::AttentionBlock(const ModelConfig& model, int64_t max_tokens, 
       max_seq_len_(model.seq_len),
       max_tokens_(max_tokens),
       norm_(model.norm),
+      rope_(model.position == PositionKind::Rope),
       eps_(eps) {
   SY_CHECK_AS(ConfigError, model.dim > 0 && model.heads > 0 && model.seq_len > 0,
               "AttentionBlock: model.dim, model.heads and model.seq_len must be positive, got model.dim = "
                   << model.dim << ", model.heads = " << model.heads << ", model.seq_len = " << model.seq_len);
   SY_CHECK_AS(ConfigError, model.dim % model.heads == 0,
               "AttentionBlock: model.dim = " << model.dim << " is not divisible by model.heads = " << model.heads);
-  SY_CHECK_AS(ConfigError, model.position != PositionKind::Rope,
-              "AttentionBlock: model.position = rope is not implemented (rotary positions would be applied to q and "
-              "k inside the block); use model.position = learned");
   SY_REQUIRE(max_tokens > 0, "AttentionBlock: max_tokens must be positive, got " << max_tokens);
   SY_REQUIRE(eps >= T(0), "AttentionBlock: eps must be non-negative, got " << eps);
   if (tp_group != nullptr && tp_group->size() > 1) {
@@ -52,6 +51,10 @@ AttentionBlock<T>::AttentionBlock(const ModelConfig& model, int64_t max_tokens, 
   Hl_ = H_ / tp_size_;
   Cl_ = C_ / tp_size_;
   D_ = C_ / H_;
+  SY_CHECK_AS(ConfigError, !rope_ || D_ % 2 == 0,
+              "AttentionBlock: model.position = rope needs an even head size (rotations act on pairs), got "
+              "model.dim / model.heads = "
+                  << C_ << " / " << H_ << " = " << D_);
 
   const bool has_norm_bias = norm_ == NormKind::LayerNorm;
   const int64_t local_size = plan_views(views_, C_, tp_size_, has_norm_bias);
@@ -75,9 +78,11 @@ AttentionBlock<T>::AttentionBlock(const ModelConfig& model, int64_t max_tokens, 
   // One function computes every size: the list below (N = max_tokens).
   const int64_t N = max_tokens_, C = C_, Cl = Cl_;
   const int64_t scores = max_tokens_ * Hl_ * max_seq_len_;  // B Hl T T = N Hl T <= N Hl S
+  const int64_t rope_angles = rope_ ? max_seq_len_ * D_ / 2 : 0;  // S D/2 per table
   const std::vector<std::pair<T**, int64_t>> plan = {
       {&ln_, N * C},         {&mean_, N},          {&rstd_, N},         {&qkv_, N * 3 * Cl}, {&probs_, scores},
-      {&att_, N * Cl},       {&datt_, N * Cl},     {&dqkv_, N * 3 * Cl}, {&dscores_, scores}, {&dln_, N * C}};
+      {&att_, N * Cl},       {&datt_, N * Cl},     {&dqkv_, N * 3 * Cl}, {&dscores_, scores}, {&dln_, N * C},
+      {&rope_cos_, rope_angles}, {&rope_sin_, rope_angles}};
   int64_t total = 0;
   for (const auto& entry : plan) total += round_up(entry.second);
   work_.assign(total, T(0));
@@ -86,6 +91,7 @@ AttentionBlock<T>::AttentionBlock(const ModelConfig& model, int64_t max_tokens, 
     *ptr = work_.data() + at;
     at += round_up(size);
   }
+  if (rope_) ops::rope_table(rope_cos_, rope_sin_, max_seq_len_, D_);
 }
 
 template <typename T>
@@ -205,6 +211,7 @@ void AttentionBlock<T>::forward(const T* x, int64_t B, int64_t T_seq, T* out) {
   else
     ops::rmsnorm_forward(ln_, rstd_, x, norm_w_, N, C, eps_);
   ops::linear_forward(qkv_, ln_, qkv_w_, qkv_b_, N, C, 3 * Cl);
+  if (rope_) ops::rope_forward(qkv_, rope_cos_, rope_sin_, B, T_seq, Cl, Hl_);
   ops::attention_forward(att_, probs_, qkv_, B, T_seq, Cl, Hl_);
   // Row-parallel: each rank's heads contribute a partial (N, C); the sum is the output.
   ops::linear_forward(out, att_, out_w_, static_cast<const T*>(nullptr), N, Cl, C);
@@ -228,6 +235,7 @@ void AttentionBlock<T>::backward(const T* dout, T* dx) {
   // dbo is the same on every tp rank: the output bias is replicated (see the header).
   ops::linear_backward(datt_, out_dw_, out_db_, dout, att_, out_w_, N, Cl, C);
   ops::attention_backward(dqkv_, dscores_, datt_, qkv_, probs_, B_, T_, Cl, Hl_);
+  if (rope_) ops::rope_backward(dqkv_, rope_cos_, rope_sin_, B_, T_, Cl, Hl_);
   ops::linear_backward(dln_, qkv_dw_, qkv_db_, dqkv_, ln_, qkv_w_, N, C, 3 * Cl);
   // Column-parallel input: each rank's dLN covers only its heads' paths.
   allreduce_tp(dln_, N * C);

@@ -6,17 +6,28 @@
 // of size D). With a tp group of P ranks, rank p computes heads
 // [p H/P, (p + 1) H/P): Hl = H / P heads, Cl = C / P columns.
 //
-// Forward   (one rank)             y = x + attn(LN(x) Wqkv^T + bqkv) Wo^T + bo
+// Forward   (one rank)             y = x + attn(rope(LN(x) Wqkv^T + bqkv)) Wo^T + bo
 //   a   = LN(x)                             (N, C)   replicated on the tp peers
 //   qkv = a Wqkv_p^T + bqkv_p               (N, 3Cl) column-parallel: this rank's q, k, v rows
+//   qkv = rope(qkv)  (model.position = rope) q and k of each head rotated by its position, in place
 //   o   = attention(qkv) over Hl heads      (N, Cl)
 //   y   = x + allreduce_tp(o Wo_p^T) + bo   (N, C)   row-parallel: this rank's Cl columns of Wo
 // Backward (dy -> dx)
 //   dbo += sum_n dy,  dWo_p += dy^T o,  do = dy Wo_p
-//   dqkv = attention_backward(do),  dWqkv_p += dqkv^T a,  dbqkv_p += sum_n dqkv
+//   dqkv = attention_backward(do)           gradient w.r.t. the rotated q, k
+//   dqkv = rope_backward(dqkv)  (rope)      dq, dk rotated back (R^T): w.r.t. the projection's output
+//   dWqkv_p += dqkv^T a,  dbqkv_p += sum_n dqkv
 //   da = allreduce_tp(dqkv Wqkv_p)          each rank holds only its heads' share of dLN
 //   dx = LN_backward(da) + dy               (overwritten; the + dy is the residual)
 // Parameter gradients accumulate with +=, dx is overwritten.
+//
+// Positions. model.position = learned: the positions are the embedding's and
+// this block sees none. model.position = rope: rotary embeddings (see
+// core/ops/rope.hpp: interleaved pairs, base 10000, position t = row % T) on q
+// and k after the bias, so the scores depend on the offset between query and
+// key only; v is not rotated. A rank's heads are whole heads and all ranks
+// hold the same tokens, so rope needs no communication under tp. Needs an even
+// head size D. The (S, D/2) cos/sin tables are built once, at construction.
 //
 // Gradient rule for tensor parallelism. The sharded parameters (qkv_weight,
 // qkv_bias, out_weight) are distinct per tp rank: their gradients are complete
@@ -42,10 +53,9 @@
 // shards of a tp group are exactly the parameters of a one-rank block with the
 // same seed; shard_from_full() / load_full() map one-rank buffers to a shard.
 //
-// Activations and scratch are one workspace sized at construction for
-// max_tokens (and T <= model.seq_len): a forward/backward pair allocates
-// nothing. Positions are the embedding's (model.position = learned); rotary
-// positions are not implemented here and are rejected.
+// Activations, scratch and the rope tables are one workspace sized at
+// construction for max_tokens (and T <= model.seq_len): a forward/backward
+// pair allocates nothing.
 #pragma once
 
 #include <cstdint>
@@ -63,8 +73,9 @@ class AttentionBlock {
   // model: dim (C), heads (H), seq_len (the longest T), norm. max_tokens bounds
   // B * T of every forward. tp_group: the ranks that split the heads (nullptr
   // or a group of size 1: no tensor parallelism); it must outlive the block.
-  // Throws ConfigError when C % H != 0, H % tp != 0, or model.position = rope;
-  // InvalidArgument for non-positive sizes.
+  // model.position = rope applies rotary embeddings to q and k (see above).
+  // Throws ConfigError when C % H != 0, H % tp != 0, or model.position = rope
+  // with an odd head size C / H; InvalidArgument for non-positive sizes.
   AttentionBlock(const ModelConfig& model, int64_t max_tokens, uint64_t seed, par::Communicator* tp_group = nullptr,
                  T eps = T(1e-5));
 
@@ -123,6 +134,7 @@ class AttentionBlock {
   int64_t C_, H_, Hl_, Cl_, D_;
   int64_t max_seq_len_, max_tokens_;
   NormKind norm_;
+  bool rope_;  // model.position == rope
   T eps_;
   par::Communicator* tp_ = nullptr;  // nullptr when tp_size_ == 1
   int tp_size_ = 1, tp_rank_ = 0;
@@ -146,6 +158,8 @@ class AttentionBlock {
   T* dqkv_;     // (N, 3Cl)
   T* dscores_;  // (B, Hl, T, T)  scratch of attention_backward
   T* dln_;      // (N, C)       this rank's share of dLN, then (after the all-reduce) all of it
+  T* rope_cos_;  // (S, D/2)    rotary tables, filled at construction; empty unless rope_
+  T* rope_sin_;  // (S, D/2)
 
   const T* x_ = nullptr;  // the last forward's input
   int64_t B_ = 0, T_ = 0;  // the last forward's batch and sequence length

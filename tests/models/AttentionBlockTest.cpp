@@ -1,5 +1,6 @@
 // The attention block on one process: against a naive reference in plain
-// loops, against central finite differences for x and every parameter, the
+// loops, against central finite differences for x and every parameter (with
+// learned and with rotary positions), what rotary positions change, the
 // seeded initialisation and its tp shards, and the argument checks.
 // The tensor-parallel runs are in tests/parallel/TensorParallelAttentionMpiTest.cpp.
 #include "models/attention_block.hpp"
@@ -50,12 +51,13 @@ class FakeGroup : public par::Communicator {
   std::string name_ = "fake_tp_group";
 };
 
-ModelConfig small_model(NormKind norm = NormKind::LayerNorm) {
+ModelConfig small_model(NormKind norm = NormKind::LayerNorm, PositionKind position = PositionKind::Learned) {
   ModelConfig m;
   m.dim = 8;
   m.heads = 2;
   m.seq_len = 4;
   m.norm = norm;
+  m.position = position;
   return m;
 }
 
@@ -71,9 +73,11 @@ void randomize(AttentionBlock<Real>& block, uint64_t seed) {
 
 // ---- naive reference -------------------------------------------------------
 
-// y = x + attn(norm(x) Wqkv^T + bqkv) Wo^T + bo, one token and one head at a time.
+// y = x + attn(rope(norm(x) Wqkv^T + bqkv)) Wo^T + bo, one token and one head
+// at a time; rope (when asked) turns pair (2i, 2i + 1) of each head of q and k
+// at position t by t * 10000^(-2i/D).
 std::vector<double> naive_block(AttentionBlock<double>& blk, const std::vector<double>& x, int64_t B, int64_t T,
-                                NormKind norm) {
+                                NormKind norm, PositionKind position = PositionKind::Learned) {
   const int64_t C = blk.dim(), H = blk.heads(), D = C / H, N = B * T;
   const double* g = blk.param("norm_weight");
   const double* beta = blk.param("norm_bias");
@@ -99,6 +103,16 @@ std::vector<double> naive_block(AttentionBlock<double>& blk, const std::vector<d
       for (int64_t c = 0; c < C; ++c) s += wqkv[j * C + c] * a[n * C + c];
       qkv[n * 3 * C + j] = s;
     }
+    if (position == PositionKind::Rope)
+      for (int64_t part = 0; part < 2; ++part)  // q, k
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t i = 0; i < D / 2; ++i) {
+            const double angle = double(n % T) * std::pow(10000.0, -2.0 * double(i) / double(D));
+            double* pair = &qkv[n * 3 * C + part * C + h * D + 2 * i];
+            const double x0 = pair[0], x1 = pair[1];
+            pair[0] = std::cos(angle) * x0 - std::sin(angle) * x1;
+            pair[1] = std::sin(angle) * x0 + std::cos(angle) * x1;
+          }
   }
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
@@ -128,30 +142,32 @@ std::vector<double> naive_block(AttentionBlock<double>& blk, const std::vector<d
 }
 
 TEST(AttentionBlock, ForwardMatchesNaiveReference) {
-  for (NormKind norm : {NormKind::LayerNorm, NormKind::RMSNorm}) {
-    SCOPED_TRACE(to_string(norm));
-    const int64_t B = 3, T = 4;
-    AttentionBlock<double> blk(small_model(norm), B * T, 5);
-    randomize(blk, 6);
-    const auto x = random_vector<double>(B * T * blk.dim(), 7, -2, 2);
-    std::vector<double> out(x.size(), test::kGarbage);
-    blk.forward(x.data(), B, T, out.data());
-    const auto want = naive_block(blk, x, B, T, norm);
-    EXPECT_LT(test::max_rel_diff(out.data(), want.data(), out.size()), 1e-13);
-    // A shorter sequence and a smaller batch than the block was sized for.
-    std::vector<double> out2(2 * 3 * blk.dim(), test::kGarbage);
-    const std::vector<double> x2(x.begin(), x.begin() + out2.size());
-    blk.forward(x2.data(), 2, 3, out2.data());
-    const auto want2 = naive_block(blk, x2, 2, 3, norm);
-    EXPECT_LT(test::max_rel_diff(out2.data(), want2.data(), out2.size()), 1e-13);
-  }
+  for (PositionKind position : {PositionKind::Learned, PositionKind::Rope})
+    for (NormKind norm : {NormKind::LayerNorm, NormKind::RMSNorm}) {
+      SCOPED_TRACE(std::string(to_string(norm)) + ", " + to_string(position));
+      const int64_t B = 3, T = 4;
+      AttentionBlock<double> blk(small_model(norm, position), B * T, 5);
+      randomize(blk, 6);
+      const auto x = random_vector<double>(B * T * blk.dim(), 7, -2, 2);
+      std::vector<double> out(x.size(), test::kGarbage);
+      blk.forward(x.data(), B, T, out.data());
+      const auto want = naive_block(blk, x, B, T, norm, position);
+      EXPECT_LT(test::max_rel_diff(out.data(), want.data(), out.size()), 1e-13);
+      // A shorter sequence and a smaller batch than the block was sized for
+      // (with rope: positions restart at row % 3, not row % model.seq_len).
+      std::vector<double> out2(2 * 3 * blk.dim(), test::kGarbage);
+      const std::vector<double> x2(x.begin(), x.begin() + out2.size());
+      blk.forward(x2.data(), 2, 3, out2.data());
+      const auto want2 = naive_block(blk, x2, 2, 3, norm, position);
+      EXPECT_LT(test::max_rel_diff(out2.data(), want2.data(), out2.size()), 1e-13);
+    }
 }
 
 // Finite differences for x and every parameter, each view reported by name.
-void check_gradients(NormKind norm) {
-  SCOPED_TRACE(to_string(norm));
+void check_gradients(NormKind norm, PositionKind position = PositionKind::Learned) {
+  SCOPED_TRACE(std::string(to_string(norm)) + ", " + to_string(position));
   const int64_t B = 2, T = 3;
-  AttentionBlock<double> blk(small_model(norm), B * T, 11);
+  AttentionBlock<double> blk(small_model(norm, position), B * T, 11);
   randomize(blk, 12);
   const int64_t C = blk.dim(), N = B * T;
   auto x = random_vector<double>(N * C, 13, -1.5, 1.5);
@@ -170,8 +186,15 @@ void check_gradients(NormKind norm) {
     blk.forward(x.data(), B, T, fout.data());
     return test::dot(fout, r);
   };
-  EXPECT_TRUE(test::grad_close("dx", dx, test::numeric_gradient(x, loss)));
-  const auto numeric = test::numeric_gradient(params, loss);
+  // A step of 1e-5, not the default 1e-6: this loss sums 48 outputs of size ~1
+  // to 3 (the residual included), so its rounding noise at h = 1e-6 is ~1e-9,
+  // as large as the tolerance on gradients below kGradFloor (kGradTol *
+  // kGradFloor = 1e-9). The key bias has such gradients: a shift b of every key
+  // moves a query's scores by the same q.b (zero gradient) unless rope rotates
+  // b differently per position. At 1e-5 the worst error is ~1e-7.
+  const double h = 1e-5;
+  EXPECT_TRUE(test::grad_close("dx", dx, test::numeric_gradient(x, loss, h)));
+  const auto numeric = test::numeric_gradient(params, loss, h);
   for (const auto& name : blk.param_names()) {
     const int64_t offset = blk.param(name) - blk.params(), n = blk.param_size(name);
     const std::vector<double> a(grads.begin() + offset, grads.begin() + offset + n);
@@ -182,6 +205,63 @@ void check_gradients(NormKind norm) {
 
 TEST(AttentionBlock, LayerNormBackwardMatchesFiniteDifferences) { check_gradients(NormKind::LayerNorm); }
 TEST(AttentionBlock, RMSNormBackwardMatchesFiniteDifferences) { check_gradients(NormKind::RMSNorm); }
+TEST(AttentionBlock, RopeBackwardMatchesFiniteDifferences) {
+  check_gradients(NormKind::LayerNorm, PositionKind::Rope);
+  check_gradients(NormKind::RMSNorm, PositionKind::Rope);
+}
+
+// What rotary positions change, against the same block with learned positions
+// (which sees no positions at all): position 0 is not rotated, so the first
+// token of every sequence gets exactly the learned block's output; every later
+// token's scores are rotated, so its output differs.
+TEST(AttentionBlock, RopeLeavesPositionZeroAloneAndChangesTheRest) {
+  const int64_t B = 2, T = 4;
+  AttentionBlock<double> rope(small_model(NormKind::LayerNorm, PositionKind::Rope), B * T, 31);
+  AttentionBlock<double> learned(small_model(), B * T, 31);
+  randomize(rope, 32);
+  randomize(learned, 32);
+  const int64_t C = rope.dim();
+  const auto x = random_vector<double>(B * T * C, 33, -2, 2);
+  std::vector<double> y_rope(x.size()), y_learned(x.size());
+  rope.forward(x.data(), B, T, y_rope.data());
+  learned.forward(x.data(), B, T, y_learned.data());
+  for (int64_t n = 0; n < B * T; ++n) {
+    const double diff = test::max_rel_diff(&y_rope[n * C], &y_learned[n * C], C);
+    if (n % T == 0) {
+      EXPECT_EQ(diff, 0.0) << "row " << n << " is at position 0";
+    } else {
+      EXPECT_GT(diff, 1e-6) << "row " << n << " is at position " << n % T;
+    }
+  }
+}
+
+// Order within the prefix: the learned block sees no positions, so the output
+// of the last token is a function of the set of earlier tokens (causal
+// attention sums over them) and swapping two of them changes nothing but
+// rounding. With rope the scores depend on the offsets to the keys, so the same
+// swap changes the last token's output. (The relative-position property of the
+// rotated scores themselves is checked on the op, tests/core/ops/RopeTest.cpp.)
+TEST(AttentionBlock, RopeMakesTheOutputDependOnTheOrderOfEarlierTokens) {
+  const int64_t T = 4;
+  for (PositionKind position : {PositionKind::Learned, PositionKind::Rope}) {
+    SCOPED_TRACE(to_string(position));
+    AttentionBlock<double> blk(small_model(NormKind::LayerNorm, position), T, 41);
+    randomize(blk, 42);
+    const int64_t C = blk.dim(), last = (T - 1) * C;
+    const auto x = random_vector<double>(T * C, 43, -2, 2);
+    auto swapped = x;  // tokens 0 and 1 exchanged
+    std::swap_ranges(swapped.begin(), swapped.begin() + C, swapped.begin() + C);
+    std::vector<double> y(x.size()), y_swapped(x.size());
+    blk.forward(x.data(), 1, T, y.data());
+    blk.forward(swapped.data(), 1, T, y_swapped.data());
+    const double diff = test::max_rel_diff(&y[last], &y_swapped[last], C);
+    if (position == PositionKind::Learned) {
+      EXPECT_LT(diff, 1e-13);
+    } else {
+      EXPECT_GT(diff, 1e-4);
+    }
+  }
+}
 
 TEST(AttentionBlock, ParameterGradientsAccumulateAndDxIsOverwritten) {
   const int64_t B = 2, T = 4;
@@ -289,9 +369,11 @@ TEST(AttentionBlock, RejectsBadConfigurationsWithClearMessages) {
   bad_dim.heads = 3;
   expect_error<ConfigError>([&] { AttentionBlock<double> b(bad_dim, 8, 1); },
                             {"model.dim = 8", "model.heads = 3"});
-  ModelConfig rope = small_model();
+  ModelConfig rope = small_model();  // D = 8 / 2 = 4: rope is fine
   rope.position = PositionKind::Rope;
-  expect_error<ConfigError>([&] { AttentionBlock<double> b(rope, 8, 1); }, {"rope"});
+  EXPECT_NO_THROW(AttentionBlock<double>(rope, 8, 1));
+  rope.heads = 8;  // D = 1
+  expect_error<ConfigError>([&] { AttentionBlock<double> b(rope, 8, 1); }, {"rope", "even head size", "8 / 8 = 1"});
   expect_error<InvalidArgument>([&] { AttentionBlock<double> b(small_model(), 0, 1); }, {"max_tokens"});
   // A group of one is no tensor parallelism, whatever the head count.
   FakeGroup one(0, 1);

@@ -89,6 +89,13 @@ TEST(TransformerTest, GradientsMatchFiniteDifferencesUntiedRmsNormSwiGlu) {
   check_gradients(cfg);
 }
 
+TEST(TransformerTest, GradientsMatchFiniteDifferencesRope) {
+  Tiny cfg;
+  cfg.model.position = PositionKind::Rope;
+  cfg.model.dim = 16;  // head size 8 (even)
+  check_gradients(cfg);
+}
+
 TEST(TransformerTest, TensorsCoverTheOneRankModelOnce) {
   Tiny cfg;
   TransformerLM<float> lm(cfg.model, cfg.moe, 1, 1);

@@ -3,7 +3,9 @@
 // data-parallel rank runs its slice of a global batch (tp peers the same
 // tokens); outputs, input gradients and every parameter gradient (summed over
 // the dp group, never over tp) equal those of a one-rank block on the whole
-// batch with the same parameters, shard by shard.
+// batch with the same parameters, shard by shard. With rotary positions too:
+// each rank rotates its own whole heads, by the position of each row within
+// its sequence.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -22,25 +24,26 @@ namespace {
 
 using test::world_size;
 
-ModelConfig model_config(NormKind norm) {
+ModelConfig model_config(NormKind norm, PositionKind position = PositionKind::Learned) {
   ModelConfig m;
   m.dim = 16;
-  m.heads = 4;  // divisible by tp = 1, 2, 4
+  m.heads = 4;  // divisible by tp = 1, 2, 4; head size 4 (even, for rope)
   m.seq_len = 5;
   m.norm = norm;
+  m.position = position;
   return m;
 }
 
 template <typename Real>
-void expect_tp_dp_equals_one_rank(int tp, int dp, NormKind norm, double tol) {
-  SCOPED_TRACE("tp " + std::to_string(tp) + " x dp " + std::to_string(dp) + ", " + to_string(norm) +
-               (sizeof(Real) == 4 ? ", float" : ", double"));
+void expect_tp_dp_equals_one_rank(int tp, int dp, NormKind norm, PositionKind position, double tol) {
+  SCOPED_TRACE("tp " + std::to_string(tp) + " x dp " + std::to_string(dp) + ", " + to_string(norm) + ", " +
+               to_string(position) + (sizeof(Real) == 4 ? ", float" : ", double"));
   ParallelConfig pc;
   pc.tp = tp;
   pc.dp = dp;
   ProcessGrid grid(pc);
   ASSERT_EQ(grid.tp_group().size(), tp);
-  const ModelConfig m = model_config(norm);
+  const ModelConfig m = model_config(norm, position);
   const int64_t C = m.dim, T = m.seq_len, B = 4, Bl = B / dp;  // global batch of B sequences
   const int64_t rows = Bl * T * C, first = grid.dp_index() * rows;
   const uint64_t seed = 17;
@@ -86,10 +89,10 @@ void expect_tp_dp_equals_one_rank(int tp, int dp, NormKind norm, double tol) {
 
 // Every tp x dp layout of the world, tp innermost as in the process grid.
 template <typename Real>
-void all_layouts(NormKind norm, double tol) {
+void all_layouts(NormKind norm, double tol, PositionKind position = PositionKind::Learned) {
   const int W = world_size();
   for (int tp = 1; tp <= W; tp *= 2)
-    if (W % tp == 0 && 4 % (W / tp) == 0) expect_tp_dp_equals_one_rank<Real>(tp, W / tp, norm, tol);
+    if (W % tp == 0 && 4 % (W / tp) == 0) expect_tp_dp_equals_one_rank<Real>(tp, W / tp, norm, position, tol);
 }
 
 TEST(TensorParallelAttentionMpi, EveryLayoutEqualsOneRankInDouble) { all_layouts<double>(NormKind::LayerNorm, 1e-11); }
@@ -97,6 +100,15 @@ TEST(TensorParallelAttentionMpi, EveryLayoutEqualsOneRankInDouble) { all_layouts
 TEST(TensorParallelAttentionMpi, RMSNormEqualsOneRank) { all_layouts<double>(NormKind::RMSNorm, 1e-11); }
 
 TEST(TensorParallelAttentionMpi, EveryLayoutEqualsOneRankInFloat) { all_layouts<float>(NormKind::LayerNorm, 1e-5); }
+
+TEST(TensorParallelAttentionMpi, RopeEveryLayoutEqualsOneRankInDouble) {
+  all_layouts<double>(NormKind::LayerNorm, 1e-11, PositionKind::Rope);
+  all_layouts<double>(NormKind::RMSNorm, 1e-11, PositionKind::Rope);
+}
+
+TEST(TensorParallelAttentionMpi, RopeEveryLayoutEqualsOneRankInFloat) {
+  all_layouts<float>(NormKind::LayerNorm, 1e-5, PositionKind::Rope);
+}
 
 TEST(TensorParallelAttentionMpi, HeadsNotDivisibleByTpFailsClearly) {
   const int W = world_size();
