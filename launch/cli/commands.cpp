@@ -23,19 +23,17 @@ int not_built(const Args& args) {
   return 2;
 }
 
-constexpr char kTrain[] = "train", kEval[] = "eval", kGenerate[] = "generate",
-               kNetsim[] = "netsim";
-constexpr char kTrainerIssue[] = "comes with the end-to-end trainer",
-               kNetsimIssue[] = "comes with the network simulator";
+constexpr char kNetsim[] = "netsim";
+constexpr char kNetsimIssue[] = "comes with the network simulator";
 
 }  // namespace
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
-      {"train", "train a model from an INI config (mpirun/srun for several ranks)", not_built<kTrain, kTrainerIssue>, false},
+      {"train", "train a model from an INI config (mpirun/srun for several ranks)", train_main, true},
       {"prepare", "build an HDF5 token dataset from text files", prepare_main, false},
-      {"eval", "validation loss and per-domain expert usage of a checkpoint", not_built<kEval, kTrainerIssue>, false},
-      {"generate", "sample text from a checkpoint", not_built<kGenerate, kTrainerIssue>, false},
+      {"eval", "validation loss and per-domain expert usage of a checkpoint", eval_main, true},
+      {"generate", "sample text from a checkpoint", generate_main, true},
       {"bench", "benchmarks: gemm, moe-layer (more to come); --json for machine-readable lines", bench_main, true},
       {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", not_built<kNetsim, kNetsimIssue>, false},
       {"config", "check an INI config and print it resolved, with --section.key=value overrides", config_main, false},

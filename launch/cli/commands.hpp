@@ -26,5 +26,8 @@ int info_main(const Args& args);
 int config_main(const Args& args);
 int bench_main(const Args& args);
 int prepare_main(const Args& args);
+int train_main(const Args& args);
+int eval_main(const Args& args);
+int generate_main(const Args& args);
 
 }  // namespace sy::cli

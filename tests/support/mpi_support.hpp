@@ -15,6 +15,12 @@ inline int world_size() {
   return w;
 }
 
+inline int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
 // A communicator over a duplicate of MPI_COMM_WORLD (owned), named "world".
 inline std::unique_ptr<par::MpiCommunicator> world_communicator(double timeout_s = 60) {
   MPI_Comm dup;
