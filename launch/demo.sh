@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# The main job: sets up, builds, and runs the demo on this machine.
-# Until the trainer lands, the demo is the MoE layer itself: the machine
-# report, then one MoE layer (forward + backward) benchmarked on one rank
-# with two threads, and on two MPI ranks with one thread each as expert
-# parallelism (each rank holds 2 of the 4 experts; token rows travel by
-# all-to-all).
+# The main job, on a fresh Debian machine: installs what is missing, builds,
+# builds the five-domain demo corpus from Debian text packages, trains the
+# demo MoE transformer (configs/demo.ini) on 2 MPI ranks with expert
+# parallelism, shows the loss falling and the validation loss per domain,
+# samples text from the last checkpoint, and draws the run's plots.
+# Everything lands in runs/ (the run directory is runs/demo).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash launch/build.sh
-echo "== switchyard info"
-SWITCHYARD_THREADS=2 build/switchyard info
+mkdir -p runs
+if [ ! -f runs/demo.h5 ]; then
+  echo "== building the demo corpus (launch/corpus.sh)"
+  bash launch/corpus.sh runs/demo.h5
+fi
 echo
-echo "== one MoE layer, 1 rank x 2 threads (configs/bench/moe-layer.ini)"
-build/switchyard bench moe-layer --config configs/bench/moe-layer.ini
+echo "== training configs/demo.ini on 2 MPI ranks (parallel.ep=2: each rank holds 2 of the 4 experts per layer)"
+bash launch/mpirun.sh -n 2 configs/demo.ini "$@"
 echo
-echo "== the same layer with the null_experts router (tokens use 0..k real experts)"
-build/switchyard bench moe-layer --config configs/bench/moe-layer.ini --moe.router=null_experts \
-  --moe.num_null_experts=4 --moe.capacity_factor=0
+echo "== the loss, from runs/demo/metrics.jsonl"
+awk -F'"loss": ' 'NR == 1 || /"val_loss"/ { split($2, a, ","); split($0, s, "\"step\": "); split(s[2], t, ",");
+  printf "  step %4d  train loss %.3f\n", t[1], a[1] }' runs/demo/metrics.jsonl | tail -n 8
 echo
-echo "== 2 MPI ranks x 1 thread, expert parallel (parallel.ep=2), 4096 tokens each"
-bash tests/support/mpirun.sh 2 build/switchyard bench moe-layer --config configs/bench/moe-layer.ini \
-  --parallel.ep=2 --bench.threads=1 --bench.tokens=4096
+echo "== validation loss and expert use per domain (switchyard eval)"
+build/switchyard eval --checkpoint runs/demo/checkpoints
+echo
+for prompt in "#include <std" "Der " "def "; do
+  echo "== sample: switchyard generate --prompt '$prompt'"
+  build/switchyard generate --checkpoint runs/demo/checkpoints --prompt "$prompt" --tokens 160 --temperature 0.7
+  echo
+done
+echo "== plots (launch/plot.sh)"
+bash launch/plot.sh runs/demo || echo "(plots skipped: gnuplot could not be installed)"

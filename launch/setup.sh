@@ -11,6 +11,7 @@ packages=(
   libhdf5-dev                          # datasets and checkpoints
   libboost-program-options-dev         # INI configs and command line
   libgtest-dev                         # tests
+  gnuplot-nox jq                       # launch/plot.sh (and its test): PNG plots of metrics.jsonl
 )
 
 missing=()

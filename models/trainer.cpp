@@ -484,7 +484,7 @@ void Trainer<T>::load_checkpoint(const std::string& path) {
     if (!bias.empty()) layers[j]->router().set_bias(bias);
     layers[j]->balancer().reset();
   }
-  if (verbose_) SY_LOG(log::Level::Info, "checkpoint: resumed from " << step_dir << " (step " << step_ << ", written by "
+  if (verbose_) SY_LOG(log::Level::Info, "checkpoint: loaded " << step_dir << " (step " << step_ << ", written by "
                                                        << meta.world_size << " ranks, " << meta.layout << ")");
 }
 
