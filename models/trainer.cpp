@@ -304,13 +304,17 @@ StepMetrics Trainer<T>::train_step() {
 }
 
 // MFU is the PaLM-style model-flops utilization: 6 x active parameters per
-// token x tokens per second, over the measured FMA peak of every rank.
+// token x tokens per second, over the measured FMA peak of every rank. The
+// active parameters count the experts tokens really reached (dropped slots
+// and null experts cost nothing, so they are not counted as useful work).
 template <typename T>
 void Trainer<T>::set_timing(StepMetrics& m, double step_s) const {
   m.step_s = step_s;
   m.a2a_share = step_s > 0 ? m.a2a_s / step_s : 0.0;
   m.tokens_per_s = step_s > 0 ? m.tokens / step_s : 0.0;
-  const double flops = 6.0 * double(model_->active_params_per_token()) * m.tokens;
+  const double active =
+      double(model_->dense_active_params()) + double(model_->params_per_expert()) * m.experts_per_token;
+  const double flops = 6.0 * active * m.tokens;
   const double peak = peak_gflops_ * 1e9 * grid_.world_size();
   m.mfu = peak > 0 && step_s > 0 ? flops / step_s / peak : 0.0;
 }

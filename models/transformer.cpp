@@ -194,14 +194,25 @@ int64_t TransformerLM<T>::num_params_global() const {
 }
 
 template <typename T>
-int64_t TransformerLM<T>::active_params_per_token() const {
+int64_t TransformerLM<T>::dense_active_params() const {
   int64_t n = 0;
-  for (const auto& t : tensors_) {
-    if (t.name == "embed.wte" || t.name == "embed.wpe") continue;  // lookups, not products
-    n += t.expert ? t.global_numel / std::max(1, moe_.num_experts) * moe_.top_k : t.global_numel;
-  }
+  for (const auto& t : tensors_)
+    if (!t.expert && t.name != "embed.wte" && t.name != "embed.wpe") n += t.global_numel;  // lookups are not products
   if (model_.tie_embeddings) n += V_ * C_;  // the head's product
   return n;
+}
+
+template <typename T>
+int64_t TransformerLM<T>::params_per_expert() const {
+  int64_t n = 0;
+  for (const auto& t : tensors_)
+    if (t.expert) n += t.global_numel / std::max(1, moe_.num_experts);
+  return n;
+}
+
+template <typename T>
+int64_t TransformerLM<T>::active_params_per_token() const {
+  return dense_active_params() + params_per_expert() * moe_.top_k;
 }
 
 template <typename T>

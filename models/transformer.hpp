@@ -100,6 +100,11 @@ class TransformerLM {
   int64_t max_rows() const { return max_rows_; }
   int64_t num_params_global() const;  // one-rank parameter count
   int64_t active_params_per_token() const;  // parameters a token touches (k experts)
+  // Of those, the ones outside the routed experts, and the parameters of
+  // one routed expert summed over the MoE layers: a token that reaches x
+  // experts per layer touches dense + x * per_expert.
+  int64_t dense_active_params() const;
+  int64_t params_per_expert() const;
 
  private:
   struct Block;

@@ -111,7 +111,7 @@ TEST_F(TrainCli, SigtermWritesALoadableCheckpointAndExitsZero) {
   EXPECT_TRUE(contains(e.output, "\"eval\": \"total\"")) << e.output;
   // And training resumes from it.
   const auto resumed = train("--train.steps=100000 --checkpoint.dir=" + ckpt() + " --checkpoint.resume=true --train.eval_every=0 --log.dir= 2>&1 | head -3");
-  EXPECT_TRUE(contains(resumed.output, "resumed from")) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "checkpoint: loaded")) << resumed.output;
 }
 
 TEST_F(TrainCli, BadInputGivesOneErrorLine) {
