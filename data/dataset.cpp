@@ -15,64 +15,18 @@
 
 #include "core/error.hpp"
 #include "core/hdf5_check.hpp"
+#include "core/hdf5_handles.hpp"
 
 namespace sy::data {
 
 namespace {
 
-// RAII for one HDF5 id; close() reports a failed close (a file's last flush happens there).
-template <herr_t (*Close)(hid_t)>
-class H5Id {
- public:
-  H5Id() = default;
-  explicit H5Id(hid_t id) : id_(id) {}
-  H5Id(H5Id&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)) {}
-  H5Id& operator=(H5Id&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = std::exchange(o.id_, H5I_INVALID_HID);
-    }
-    return *this;
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  ~H5Id() { reset(); }
-
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-  void reset() {
-    if (id_ >= 0) Close(id_);
-    id_ = H5I_INVALID_HID;
-  }
-  void close() {
-    if (id_ >= 0) SY_HDF5_CHECK(Close(std::exchange(id_, H5I_INVALID_HID)));
-  }
-
- private:
-  hid_t id_ = H5I_INVALID_HID;
-};
-using H5File = H5Id<H5Fclose>;
-using H5Dataset = H5Id<H5Dclose>;
-using H5Space = H5Id<H5Sclose>;
-using H5Type = H5Id<H5Tclose>;
-using H5Attr = H5Id<H5Aclose>;
-
-// HDF5 prints its error stack to stderr unless told not to; we report errors
-// ourselves. Restores the previous handler (run_guarded may have set one).
-class Hdf5Quiet {
- public:
-  Hdf5Quiet() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~Hdf5Quiet() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  Hdf5Quiet(const Hdf5Quiet&) = delete;
-  Hdf5Quiet& operator=(const Hdf5Quiet&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
+using h5::H5Attr;
+using h5::H5Dataset;
+using h5::H5File;
+using h5::H5Space;
+using h5::H5Type;
+using h5::Hdf5Quiet;
 
 // A problem with the file's content; read_dataset prefixes the path.
 class Problem : public std::runtime_error {
