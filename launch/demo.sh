@@ -18,9 +18,10 @@ echo
 echo "== training configs/demo.ini on 2 MPI ranks (parallel.ep=2: each rank holds 2 of the 4 experts per layer)"
 bash launch/mpirun.sh -n 2 configs/demo.ini "$@"
 echo
-echo "== the loss, from runs/demo/metrics.jsonl"
-awk -F'"loss": ' 'NR == 1 || /"val_loss"/ { split($2, a, ","); split($0, s, "\"step\": "); split(s[2], t, ",");
-  printf "  step %4d  train loss %.3f\n", t[1], a[1] }' runs/demo/metrics.jsonl | tail -n 8
+echo "== the loss, from runs/demo/metrics.jsonl (train loss of the step, validation loss when evaluated)"
+jq -r 'select(.step == 1 or .val_loss != null)
+       | "  step \(.step | tostring | (" " * (4 - length)) + .)  train \(.loss * 1000 | round / 1000)"
+         + (if .val_loss != null then "  val \(.val_loss * 1000 | round / 1000)" else "" end)' runs/demo/metrics.jsonl
 echo
 echo "== validation loss and expert use per domain (switchyard eval)"
 build/switchyard eval --checkpoint runs/demo/checkpoints
