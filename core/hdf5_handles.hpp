@@ -1,6 +1,6 @@
 // RAII handles for HDF5 ids and a scope that silences HDF5's own error
-// printing, shared by the files that read and write HDF5 (data/dataset.cpp,
-// data/checkpoint.cpp). Failures are reported through SY_HDF5_CHECK.
+// printing, shared by the files that read and write HDF5 (core/hdf5_io.cpp,
+// data/dataset.cpp, data/checkpoint.cpp). Failures are reported through SY_HDF5_CHECK.
 #pragma once
 
 #include <hdf5.h>

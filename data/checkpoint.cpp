@@ -22,7 +22,7 @@
 
 #include "core/error.hpp"
 #include "core/hdf5_check.hpp"
-#include "core/hdf5_handles.hpp"
+#include "core/hdf5_io.hpp"
 #include "core/log.hpp"
 
 namespace sy::data {
@@ -32,19 +32,30 @@ namespace {
 namespace fs = std::filesystem;
 using par::Communicator;
 
-using h5::H5Attr;
+using h5::Array;
+using h5::check_format_version;
+using h5::create_group;
 using h5::H5Dataset;
 using h5::H5File;
 using h5::H5Group;
 using h5::H5Space;
 using h5::H5Type;
+using h5::has_link;
 using h5::Hdf5Quiet;
-
-// A problem with one file's content; the caller prefixes the file's path.
-class Problem : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using h5::open_array;
+using h5::open_group;
+using h5::pack_strings;
+using h5::Problem;  // with_file prefixes the path
+using h5::read_all;
+using h5::read_int_attr;
+using h5::read_string_attr;
+using h5::read_strings;
+using h5::require_class;
+using h5::string_type;
+using h5::write_array;
+using h5::write_int_attr;
+using h5::write_string_attr;
+using h5::write_strings;
 
 std::string str(int64_t v) { return std::to_string(v); }
 std::string quote(const std::string& s) { return "'" + s + "'"; }
@@ -196,61 +207,6 @@ void remove_quietly(const fs::path& path) {
 
 // --- HDF5 writing ---------------------------------------------------------------
 
-// A fixed-length NUL-terminated string type wide enough for the longest of strings.
-H5Type string_type(const std::vector<std::string>& strings) {
-  size_t width = 1;
-  for (const auto& s : strings) width = std::max(width, s.size() + 1);
-  H5Type type(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
-  SY_HDF5_CHECK(H5Tset_size(type.get(), width));
-  SY_HDF5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLTERM));
-  return type;
-}
-
-// strings packed at the width of type.
-std::vector<char> pack_strings(const std::vector<std::string>& strings, hid_t type) {
-  const size_t width = H5Tget_size(type);
-  std::vector<char> buf(std::max<size_t>(1, width * strings.size()), '\0');
-  for (size_t i = 0; i < strings.size(); ++i) std::memcpy(buf.data() + i * width, strings[i].data(), strings[i].size());
-  return buf;
-}
-
-void write_int_attr(hid_t loc, const char* name, int64_t value) {
-  H5Space space(SY_HDF5_CHECK(H5Screate(H5S_SCALAR)));
-  H5Attr attr(SY_HDF5_CHECK(H5Acreate2(loc, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT)));
-  SY_HDF5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value));
-  attr.close();
-}
-
-void write_string_attr(hid_t loc, const char* name, const std::string& value) {
-  H5Type type = string_type({value});
-  H5Space space(SY_HDF5_CHECK(H5Screate(H5S_SCALAR)));
-  H5Attr attr(SY_HDF5_CHECK(H5Acreate2(loc, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)));
-  const std::vector<char> buf = pack_strings({value}, type.get());
-  SY_HDF5_CHECK(H5Awrite(attr.get(), type.get(), buf.data()));
-  attr.close();
-}
-
-// A dataset of dims written whole from data (nothing written when it is empty).
-void write_array(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, const void* data,
-                 const std::vector<hsize_t>& dims) {
-  H5Space space(dims.empty() ? SY_HDF5_CHECK(H5Screate(H5S_SCALAR))
-                             : SY_HDF5_CHECK(H5Screate_simple(int(dims.size()), dims.data(), nullptr)));
-  H5Dataset ds(SY_HDF5_CHECK(H5Dcreate2(loc, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-  if (SY_HDF5_CHECK(H5Sget_simple_extent_npoints(space.get())) > 0)
-    SY_HDF5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
-  ds.close();
-}
-
-void write_strings(hid_t loc, const char* name, const std::vector<std::string>& strings) {
-  H5Type type = string_type(strings);
-  const std::vector<char> buf = pack_strings(strings, type.get());
-  write_array(loc, name, type.get(), type.get(), buf.data(), {hsize_t(strings.size())});
-}
-
-H5Group create_group(hid_t loc, const std::string& name) {
-  return H5Group(SY_HDF5_CHECK(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-}
-
 // One contiguous block copied between a file dataset and a local buffer.
 struct Block {
   int64_t file_offset = 0;
@@ -364,17 +320,6 @@ void write_rank_file(const std::string& path, const CheckpointMeta& meta, int ra
 
 // --- HDF5 reading ---------------------------------------------------------------
 
-// "int32", "float64", "string", ...
-std::string describe_type(hid_t type) {
-  const size_t bits = H5Tget_size(type) * 8;
-  switch (H5Tget_class(type)) {
-    case H5T_INTEGER: return (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(bits);
-    case H5T_FLOAT: return "float" + std::to_string(bits);
-    case H5T_STRING: return "string";
-    default: return "a non-numeric type";
-  }
-}
-
 // The deepest message on HDF5's error stack: for a failed H5Fopen the cause
 // ("truncated file: eof = ...") rather than "unable to open file".
 herr_t deepest_error(unsigned n, const H5E_error2_t* err, void* out) {
@@ -398,122 +343,6 @@ H5File open_h5(const std::string& path) {
   return file;
 }
 
-bool has_link(hid_t loc, const std::string& name) { return SY_HDF5_CHECK(H5Lexists(loc, name.c_str(), H5P_DEFAULT)) > 0; }
-
-H5Group open_group(hid_t loc, const std::string& name, const std::string& what) {
-  if (!has_link(loc, name)) throw Problem("missing " + what);
-  H5Group g(H5Gopen2(loc, name.c_str(), H5P_DEFAULT));
-  if (!g.valid()) throw Problem(what + " is not a group");
-  return g;
-}
-
-struct Array {
-  std::string what;  // for messages: "/ints/keys", "tensor 'x' array 'param'"
-  H5Dataset ds;
-  std::vector<hsize_t> dims;
-  int64_t count() const {
-    int64_t n = 1;
-    for (hsize_t d : dims) n *= int64_t(d);
-    return n;
-  }
-};
-
-Array open_array(hid_t loc, const std::string& name, int rank, const std::string& what) {
-  Array a;
-  a.what = what;
-  if (!has_link(loc, name)) throw Problem("missing " + what);
-  a.ds = H5Dataset(H5Dopen2(loc, name.c_str(), H5P_DEFAULT));
-  if (!a.ds.valid()) throw Problem(what + " is not a dataset");
-  H5Space space(SY_HDF5_CHECK(H5Dget_space(a.ds.get())));
-  const int nd = SY_HDF5_CHECK(H5Sget_simple_extent_ndims(space.get()));
-  if (nd != rank) throw Problem(what + " must be " + str(rank) + "-D, has " + str(nd) + " dimensions");
-  a.dims.resize(size_t(nd));
-  SY_HDF5_CHECK(H5Sget_simple_extent_dims(space.get(), a.dims.data(), nullptr));
-  return a;
-}
-
-void require_class(const Array& a, H5T_class_t cls, const char* expected) {
-  H5Type type(SY_HDF5_CHECK(H5Dget_type(a.ds.get())));
-  if (H5Tget_class(type.get()) != cls)
-    throw Problem(a.what + " must hold " + expected + ", got " + describe_type(type.get()));
-}
-
-template <typename V>
-std::vector<V> read_all(const Array& a, hid_t mem_type) {
-  std::vector<V> v(size_t(a.count()));
-  if (!v.empty()) SY_HDF5_CHECK(H5Dread(a.ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
-  return v;
-}
-
-std::vector<std::string> read_strings(const Array& a) {
-  require_class(a, H5T_STRING, "strings");
-  H5Type type(SY_HDF5_CHECK(H5Dget_type(a.ds.get())));
-  const size_t n = size_t(a.count());
-  std::vector<std::string> out(n);
-  if (n == 0) return out;
-  if (SY_HDF5_CHECK(H5Tis_variable_str(type.get())) > 0) {
-    H5Type mem(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
-    SY_HDF5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
-    std::vector<char*> ptrs(n, nullptr);
-    SY_HDF5_CHECK(H5Dread(a.ds.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()));
-    for (size_t i = 0; i < n; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
-    H5Space space(SY_HDF5_CHECK(H5Dget_space(a.ds.get())));
-    SY_HDF5_CHECK(H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data()));
-  } else {
-    const size_t width = H5Tget_size(type.get());
-    std::vector<char> buf(n * width);
-    SY_HDF5_CHECK(H5Dread(a.ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()));
-    for (size_t i = 0; i < n; ++i) out[i].assign(buf.data() + i * width, strnlen(buf.data() + i * width, width));
-  }
-  return out;
-}
-
-H5Attr open_scalar_attr(hid_t loc, const char* name) {
-  if (SY_HDF5_CHECK(H5Aexists(loc, name)) <= 0) throw Problem(std::string("missing attribute ") + name);
-  H5Attr attr(SY_HDF5_CHECK(H5Aopen(loc, name, H5P_DEFAULT)));
-  H5Space space(SY_HDF5_CHECK(H5Aget_space(attr.get())));
-  if (H5Sget_simple_extent_npoints(space.get()) != 1)
-    throw Problem(std::string("attribute ") + name + " must hold one value");
-  return attr;
-}
-
-int64_t read_int_attr(hid_t loc, const char* name) {
-  H5Attr attr = open_scalar_attr(loc, name);
-  H5Type type(SY_HDF5_CHECK(H5Aget_type(attr.get())));
-  if (H5Tget_class(type.get()) != H5T_INTEGER)
-    throw Problem(std::string("attribute ") + name + " must be an integer, got " + describe_type(type.get()));
-  int64_t v = 0;
-  SY_HDF5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, &v));
-  return v;
-}
-
-std::string read_string_attr(hid_t loc, const char* name) {
-  H5Attr attr = open_scalar_attr(loc, name);
-  H5Type type(SY_HDF5_CHECK(H5Aget_type(attr.get())));
-  if (H5Tget_class(type.get()) != H5T_STRING)
-    throw Problem(std::string("attribute ") + name + " must be a string, got " + describe_type(type.get()));
-  if (SY_HDF5_CHECK(H5Tis_variable_str(type.get())) > 0) {
-    H5Type mem(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
-    SY_HDF5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
-    char* p = nullptr;
-    SY_HDF5_CHECK(H5Aread(attr.get(), mem.get(), &p));
-    std::string s = p ? p : "";
-    H5free_memory(p);
-    return s;
-  }
-  const size_t width = H5Tget_size(type.get());
-  std::vector<char> buf(width);
-  SY_HDF5_CHECK(H5Aread(attr.get(), type.get(), buf.data()));
-  return std::string(buf.data(), strnlen(buf.data(), width));
-}
-
-void check_format_version(hid_t file) {
-  const int64_t version = read_int_attr(file, "format_version");
-  if (version != kCheckpointFormatVersion)
-    throw Problem("format_version " + str(version) + " is not supported (this build reads " +
-                  str(kCheckpointFormatVersion) + ")");
-}
-
 // Runs fn; a problem, an HDF5 failure or any other error becomes IoError "<path>: <what>".
 template <typename Fn>
 auto with_file(const std::string& path, Fn&& fn) {
@@ -530,7 +359,7 @@ CheckpointMeta read_meta_file(const std::string& path) {
   return with_file(path, [&] {
     H5File file = open_h5(path);
     const hid_t f = file.get();
-    check_format_version(f);
+    check_format_version(f, kCheckpointFormatVersion);
     CheckpointMeta meta;
     meta.step = read_int_attr(f, "step");
     const int64_t world = read_int_attr(f, "world_size");
@@ -698,7 +527,7 @@ RankFile open_rank_file(const std::string& path, const CheckpointMeta& meta, int
   RankFile rf;
   rf.file = open_h5(path);
   const hid_t f = rf.file.get();
-  check_format_version(f);
+  check_format_version(f, kCheckpointFormatVersion);
   if (const int64_t step = read_int_attr(f, "step"); step != meta.step)
     throw Problem("holds step " + str(step) + ", meta.h5 step " + str(meta.step));
   if (const int64_t r = read_int_attr(f, "rank"); r != rank)

@@ -8,31 +8,33 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <numeric>
 #include <set>
 #include <unordered_map>
 #include <utility>
 
 #include "core/error.hpp"
 #include "core/hdf5_check.hpp"
-#include "core/hdf5_handles.hpp"
+#include "core/hdf5_io.hpp"
 
 namespace sy::data {
 
 namespace {
 
-using h5::H5Attr;
-using h5::H5Dataset;
+using h5::Array;
+using h5::check_format_version;
+using h5::describe_type;
 using h5::H5File;
-using h5::H5Space;
 using h5::H5Type;
 using h5::Hdf5Quiet;
-
-// A problem with the file's content; read_dataset prefixes the path.
-class Problem : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using h5::Problem;  // read_dataset prefixes the path
+using h5::read_all;
+using h5::read_int_attr;
+using h5::read_string_attr;
+using h5::read_strings;
+using h5::write_array;
+using h5::write_int_attr;
+using h5::write_string_attr;
+using h5::write_strings;
 
 std::string str(int64_t v) { return std::to_string(v); }
 
@@ -51,41 +53,12 @@ std::string merges_problem(const std::vector<BpeMerge>& merges) {
   return "";
 }
 
-// "int32", "uint16", "float64", "string", ...
-std::string describe_type(hid_t type) {
-  const size_t bits = H5Tget_size(type) * 8;
-  switch (H5Tget_class(type)) {
-    case H5T_INTEGER: return (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(bits);
-    case H5T_FLOAT: return "float" + std::to_string(bits);
-    case H5T_STRING: return "string";
-    case H5T_COMPOUND: return "compound";
-    case H5T_ARRAY: return "array";
-    default: return "a non-numeric type";
-  }
-}
-
 // --- reading ----------------------------------------------------------------
 
-struct Array {
-  std::string name;  // "/tokens"
-  H5Dataset ds;
-  std::vector<hsize_t> dims;
-  hsize_t count() const { return std::accumulate(dims.begin(), dims.end(), hsize_t(1), std::multiplies<>()); }
-};
-
-Array open_array(hid_t file, const char* name, int rank) {
-  Array a;
-  a.name = std::string("/") + name;
-  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw Problem("missing dataset " + a.name);
-  a.ds = H5Dataset(H5Dopen2(file, name, H5P_DEFAULT));
-  if (!a.ds.valid()) throw Problem(a.name + " is not a dataset");
-  H5Space space(SY_HDF5_CHECK(H5Dget_space(a.ds.get())));
-  const int nd = SY_HDF5_CHECK(H5Sget_simple_extent_ndims(space.get()));
-  if (nd != rank)
-    throw Problem(a.name + " must be " + std::to_string(rank) + "-D, has " + std::to_string(nd) + " dimensions");
-  a.dims.resize(size_t(nd));
-  SY_HDF5_CHECK(H5Sget_simple_extent_dims(space.get(), a.dims.data(), nullptr));
-  return a;
+// The dataset /name, which must have `rank` dimensions.
+Array open_root_array(hid_t file, const char* name, int rank) {
+  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw Problem(std::string("missing dataset /") + name);
+  return h5::open_array(file, name, rank, std::string("/") + name);
 }
 
 // Requires a signed integer of `bytes` bytes (any byte order).
@@ -93,77 +66,7 @@ void require_signed(const Array& a, size_t bytes) {
   H5Type type(SY_HDF5_CHECK(H5Dget_type(a.ds.get())));
   if (H5Tget_class(type.get()) != H5T_INTEGER || H5Tget_size(type.get()) != bytes ||
       H5Tget_sign(type.get()) != H5T_SGN_2)
-    throw Problem(a.name + " must be int" + std::to_string(bytes * 8) + ", got " + describe_type(type.get()));
-}
-
-template <typename T>
-std::vector<T> read_all(const Array& a, hid_t memtype) {
-  std::vector<T> v(size_t(a.count()));
-  if (!v.empty()) SY_HDF5_CHECK(H5Dread(a.ds.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
-  return v;
-}
-
-std::vector<std::string> read_strings(const Array& a) {
-  H5Type type(SY_HDF5_CHECK(H5Dget_type(a.ds.get())));
-  if (H5Tget_class(type.get()) != H5T_STRING)
-    throw Problem(a.name + " must hold strings, got " + describe_type(type.get()));
-  const size_t n = size_t(a.count());
-  std::vector<std::string> out(n);
-  if (n == 0) return out;
-  if (SY_HDF5_CHECK(H5Tis_variable_str(type.get())) > 0) {
-    H5Type mem(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
-    SY_HDF5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
-    std::vector<char*> ptrs(n, nullptr);
-    SY_HDF5_CHECK(H5Dread(a.ds.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()));
-    for (size_t i = 0; i < n; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
-    H5Space space(SY_HDF5_CHECK(H5Dget_space(a.ds.get())));
-    SY_HDF5_CHECK(H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data()));
-  } else {
-    const size_t width = H5Tget_size(type.get());
-    std::vector<char> buf(n * width);
-    SY_HDF5_CHECK(H5Dread(a.ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()));
-    for (size_t i = 0; i < n; ++i) out[i].assign(buf.data() + i * width, strnlen(buf.data() + i * width, width));
-  }
-  return out;
-}
-
-H5Attr open_scalar_attr(hid_t file, const char* name) {
-  if (SY_HDF5_CHECK(H5Aexists(file, name)) <= 0) throw Problem(std::string("missing attribute ") + name);
-  H5Attr attr(SY_HDF5_CHECK(H5Aopen(file, name, H5P_DEFAULT)));
-  H5Space space(SY_HDF5_CHECK(H5Aget_space(attr.get())));
-  if (H5Sget_simple_extent_npoints(space.get()) != 1)
-    throw Problem(std::string("attribute ") + name + " must hold one value");
-  return attr;
-}
-
-int64_t read_int_attr(hid_t file, const char* name) {
-  H5Attr attr = open_scalar_attr(file, name);
-  H5Type type(SY_HDF5_CHECK(H5Aget_type(attr.get())));
-  if (H5Tget_class(type.get()) != H5T_INTEGER)
-    throw Problem(std::string("attribute ") + name + " must be an integer, got " + describe_type(type.get()));
-  int64_t v = 0;
-  SY_HDF5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, &v));
-  return v;
-}
-
-std::string read_string_attr(hid_t file, const char* name) {
-  H5Attr attr = open_scalar_attr(file, name);
-  H5Type type(SY_HDF5_CHECK(H5Aget_type(attr.get())));
-  if (H5Tget_class(type.get()) != H5T_STRING)
-    throw Problem(std::string("attribute ") + name + " must be a string, got " + describe_type(type.get()));
-  if (SY_HDF5_CHECK(H5Tis_variable_str(type.get())) > 0) {
-    H5Type mem(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
-    SY_HDF5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
-    char* p = nullptr;
-    SY_HDF5_CHECK(H5Aread(attr.get(), mem.get(), &p));
-    std::string s = p ? p : "";
-    H5free_memory(p);
-    return s;
-  }
-  const size_t width = H5Tget_size(type.get());
-  std::vector<char> buf(width);
-  SY_HDF5_CHECK(H5Aread(attr.get(), type.get(), buf.data()));
-  return std::string(buf.data(), strnlen(buf.data(), width));
+    throw Problem(a.what + " must be int" + std::to_string(bytes * 8) + ", got " + describe_type(type.get()));
 }
 
 TokenDataset read_file(const std::string& path) {
@@ -176,10 +79,7 @@ TokenDataset read_file(const std::string& path) {
   const hid_t f = file.get();
 
   TokenDataset ds;
-  const int64_t version = read_int_attr(f, "format_version");
-  if (version != kDatasetFormatVersion)
-    throw Problem("format_version " + str(version) + " is not supported (this build reads " +
-                  str(kDatasetFormatVersion) + ")");
+  check_format_version(f, kDatasetFormatVersion);
   ds.vocab_size = read_int_attr(f, "vocab_size");
   const std::string kind = read_string_attr(f, "tokenizer");
   if (kind == to_string(TokenizerKind::Byte)) {
@@ -190,16 +90,16 @@ TokenDataset read_file(const std::string& path) {
     throw Problem("attribute tokenizer = '" + kind + "': expected byte or bpe");
   }
 
-  const Array tokens = open_array(f, "tokens", 1);
+  const Array tokens = open_root_array(f, "tokens", 1);
   require_signed(tokens, 4);
-  const Array offsets = open_array(f, "doc_offsets", 1);
+  const Array offsets = open_root_array(f, "doc_offsets", 1);
   require_signed(offsets, 8);
-  const Array domain = open_array(f, "doc_domain", 1);
+  const Array domain = open_root_array(f, "doc_domain", 1);
   require_signed(domain, 4);
-  const Array names = open_array(f, "domain_names", 1);
+  const Array names = open_root_array(f, "domain_names", 1);
   const bool has_merges = H5Lexists(f, "bpe_merges", H5P_DEFAULT) > 0;
   if (ds.tokenizer == TokenizerKind::BPE) {
-    const Array merges = open_array(f, "bpe_merges", 2);
+    const Array merges = open_root_array(f, "bpe_merges", 2);
     require_signed(merges, 4);
     if (merges.dims[1] != 2)
       throw Problem("/bpe_merges must be (M, 2), got (" + str(int64_t(merges.dims[0])) + ", " +
@@ -229,43 +129,6 @@ TokenDataset read_file(const std::string& path) {
 
 // --- writing ----------------------------------------------------------------
 
-void write_array(hid_t file, const char* name, hid_t file_type, hid_t mem_type, const void* data,
-                 std::initializer_list<hsize_t> dims) {
-  const std::vector<hsize_t> d(dims);
-  H5Space space(SY_HDF5_CHECK(H5Screate_simple(int(d.size()), d.data(), nullptr)));
-  H5Dataset ds(SY_HDF5_CHECK(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-  const hsize_t n = std::accumulate(d.begin(), d.end(), hsize_t(1), std::multiplies<>());
-  if (n > 0) SY_HDF5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
-  ds.close();
-}
-
-// A fixed-length NUL-terminated string type wide enough for the longest of strings.
-H5Type string_type(const std::vector<std::string>& strings) {
-  size_t width = 1;
-  for (const auto& s : strings) width = std::max(width, s.size() + 1);
-  H5Type type(SY_HDF5_CHECK(H5Tcopy(H5T_C_S1)));
-  SY_HDF5_CHECK(H5Tset_size(type.get(), width));
-  SY_HDF5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLTERM));
-  return type;
-}
-
-void write_int_attr(hid_t file, const char* name, int64_t value) {
-  H5Space space(SY_HDF5_CHECK(H5Screate(H5S_SCALAR)));
-  H5Attr attr(SY_HDF5_CHECK(H5Acreate2(file, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT)));
-  SY_HDF5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value));
-  attr.close();
-}
-
-void write_string_attr(hid_t file, const char* name, const std::string& value) {
-  H5Type type = string_type({value});
-  H5Space space(SY_HDF5_CHECK(H5Screate(H5S_SCALAR)));
-  H5Attr attr(SY_HDF5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)));
-  std::vector<char> buf(H5Tget_size(type.get()), '\0');
-  std::memcpy(buf.data(), value.data(), value.size());
-  SY_HDF5_CHECK(H5Awrite(attr.get(), type.get(), buf.data()));
-  attr.close();
-}
-
 void write_file(const std::string& path, const TokenDataset& ds) {
   H5File file(SY_HDF5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
   const hid_t f = file.get();
@@ -276,14 +139,7 @@ void write_file(const std::string& path, const TokenDataset& ds) {
   write_array(f, "doc_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, ds.doc_offsets.data(),
               {hsize_t(ds.doc_offsets.size())});
   write_array(f, "doc_domain", H5T_STD_I32LE, H5T_NATIVE_INT32, ds.doc_domain.data(), {hsize_t(ds.doc_domain.size())});
-  {
-    H5Type type = string_type(ds.domain_names);
-    const size_t width = H5Tget_size(type.get());
-    std::vector<char> buf(width * ds.domain_names.size(), '\0');
-    for (size_t i = 0; i < ds.domain_names.size(); ++i)
-      std::memcpy(buf.data() + i * width, ds.domain_names[i].data(), ds.domain_names[i].size());
-    write_array(f, "domain_names", type.get(), type.get(), buf.data(), {hsize_t(ds.domain_names.size())});
-  }
+  write_strings(f, "domain_names", ds.domain_names);
   if (ds.tokenizer == TokenizerKind::BPE) {
     std::vector<int32_t> flat;  // (M, 2)
     flat.reserve(ds.merges.size() * 2);
