@@ -297,6 +297,7 @@ const std::vector<KeySpec>& key_table() {
       key("parallel.emulate_link", &C::parallel, &P::emulate_link, LinkCodec{}, "emulated inter-node link"),
       key("parallel.tuning_file", &C::parallel, &P::tuning_file, TextCodec{}, "tuner table to load and save"),
       key("parallel.timeout_s", &C::parallel, &P::timeout_s, positive_real(), "collective timeout in seconds"),
+      key("parallel.bucket_mb", &C::parallel, &P::bucket_mb, positive_real(), "MiB per gradient reduce-scatter bucket of the dense parameters"),
 
       key("train.steps", &C::train, &T::steps, positive<int64_t>(), "optimizer steps"),
       key("train.seed", &C::train, &T::seed, non_negative<uint64_t>(), "random seed"),

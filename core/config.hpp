@@ -104,6 +104,7 @@ struct ParallelConfig {
   LinkEmulation emulate_link;
   std::string tuning_file;  // tuner table to load and save; empty = tune afresh, keep nothing
   double timeout_s = 300.0; // a collective waiting longer than this fails the job
+  double bucket_mb = 25.0;  // gradient reduce-scatter bucket of the sharded dense parameters
 };
 
 struct TrainConfig {

@@ -1,5 +1,7 @@
 #include "core/log.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -48,6 +50,15 @@ void write(Level lvl, const std::string& message) {
 
 void write_all_ranks(Level lvl, const std::string& message) {
   if (enabled(lvl)) emit(lvl, message);
+}
+
+bool stdout_is_watched() {
+  static const bool on = [] {
+    if (const char* v = std::getenv("SWITCHYARD_PROGRESS")) return std::string(v) == "1";
+    return isatty(STDOUT_FILENO) != 0 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr &&
+           std::getenv("PMI_SIZE") == nullptr && std::getenv("SLURM_STEP_ID") == nullptr;
+  }();
+  return on;
 }
 
 }  // namespace sy::log

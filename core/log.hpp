@@ -18,6 +18,11 @@ bool enabled(Level level);
 void write(Level level, const std::string& message);
 // Prints on every rank regardless of the rank filter (still obeys the level).
 void write_all_ranks(Level level, const std::string& message);
+// Whether a person watches stdout (progress bars, colour). Under mpirun a
+// rank's stdout is a pty whatever mpirun's own stdout is, so there
+// SWITCHYARD_PROGRESS=1|0 (set by launch/mpirun.sh from its own terminal)
+// decides; without it, a terminal outside mpirun/srun.
+bool stdout_is_watched();
 
 }  // namespace sy::log
 

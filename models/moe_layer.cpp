@@ -355,7 +355,7 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
     Stopwatch sw(timing_, times_.router_s);
     if (L > 0) {
       const bool bf16 = config_.router_dtype == DType::BF16;
-      const bool jitter = config_.jitter > 0.0;
+      const bool jitter = config_.jitter > 0.0 && training_;
       if (jitter || bf16) {
         jitter_seed_ = splitmix64(seed_ ^ splitmix64(noise_stream_));
         pool.parallel_for(Tn, 64, [&](int64_t t0, int64_t t1) {
@@ -488,7 +488,7 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
       for (int64_t i = 0; i < Tn * L; ++i) dlogits_[i] += dlogits_aux_[i];
       gemm<T>(Trans::T, Trans::N, L, M, Tn, T(1), dlogits_, L, router_input_, M, T(1), router_dw_, M);
       gemm<T>(Trans::N, Trans::N, Tn, M, L, T(1), dlogits_, L, router_wq_, M, T(0), router_dx_, M);
-      if (config_.jitter > 0.0) {
+      if (config_.jitter > 0.0 && training_) {
         // router_in = x * noise (bf16 rounding is straight-through): d/dx multiplies by the noise.
         pool.parallel_for(Tn, 64, [&](int64_t t0, int64_t t1) {
           for (int64_t i = t0 * M; i < t1 * M; ++i) router_dx_[i] *= jitter_noise(i);

@@ -167,6 +167,9 @@ class MoeLayer {
   // from (step, micro-batch) so runs are reproducible and resumable; the same
   // stream gives the same noise.
   void set_noise_stream(uint64_t stream) { noise_stream_ = stream; }
+  // Training adds the router jitter (moe.jitter); evaluation and generation
+  // route the inputs as they are.
+  void set_training(bool on) { training_ = on; }
   MoeLayerTimes& times() { return times_; }
 
   // Capacity (tokens per expert) for num_tokens tokens and the largest routed
@@ -287,6 +290,7 @@ class MoeLayer {
   int64_t num_tokens_ = 0;
   uint64_t seed_;
   uint64_t noise_stream_ = 0;
+  bool training_ = true;
   uint64_t jitter_seed_ = 0;  // noise of the last forward
 };
 

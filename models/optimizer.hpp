@@ -27,8 +27,9 @@ struct AdamWStep {
 
 // param, m, v (n) updated in place from grad (n). decay (n) may be nullptr
 // (decay everywhere when weight_decay > 0) or a 0/1 mask per element.
+// Returns how many updated parameters are not finite (0 when all are).
 template <typename T>
-void adamw_update(T* param, const T* grad, T* m, T* v, const uint8_t* decay, int64_t n, const AdamWStep& s);
+int64_t adamw_update(T* param, const T* grad, T* m, T* v, const uint8_t* decay, int64_t n, const AdamWStep& s);
 
 // Learning rate of optimizer step `step` (1-based) of train.steps.
 double learning_rate(const TrainConfig& train, int64_t step);

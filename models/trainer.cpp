@@ -1,7 +1,5 @@
 #include "models/trainer.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -85,7 +83,7 @@ Trainer<T>::Trainer(const Config& config, par::ProcessGrid& grid) : config_(conf
   }
 
   auto& tensors = model_->tensors();
-  dense_ = std::make_unique<par::ShardedParams<T>>(tokens);
+  dense_ = std::make_unique<par::ShardedParams<T>>(tokens, std::max<int64_t>(1, int64_t(config_.parallel.bucket_mb * double(1 << 20))));
   stage_tensors_.assign(size_t(model_->num_stages()), {});
   for (int i = 0; i < int(tensors.size()); ++i) {
     if (tensors[size_t(i)].expert) {
@@ -225,8 +223,10 @@ StepMetrics Trainer<T>::train_step() {
   for (auto* layer : layers) layer->times().clear();
   for (int m = 0; m < mb; ++m) {
     sampler_->train_batch(step_, W_ * mb * B, m * W_ + w_, W_ * mb, batch_);
-    for (size_t j = 0; j < layers.size(); ++j)
-      layers[j]->set_noise_stream((uint64_t(step_) * uint64_t(mb) + uint64_t(m)) * layers.size() + j);
+    // The noise of a micro-batch follows its slice of the global batch, so
+    // layouts with the same W x micro_batches draw the same noise.
+    const uint64_t slice = uint64_t(step_) * uint64_t(W_) * uint64_t(mb) + uint64_t(m) * uint64_t(W_) + uint64_t(w_);
+    for (size_t j = 0; j < layers.size(); ++j) layers[j]->set_noise_stream(slice * layers.size() + j);
     const LmLosses l = model_->forward(batch_.inputs.data(), batch_.targets.data(), B, S);
     local[0] += l.loss;
     local[1] += l.lm;
@@ -283,14 +283,28 @@ StepMetrics Trainer<T>::train_step() {
 
   const TrainConfig& tc = config_.train;
   AdamWStep s{learning_rate(tc, step_ + 1), tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, step_ + 1};
-  adamw_update(dense_->shard(), dense_->grad_shard(), dense_m_.data(), dense_v_.data(), dense_decay_.data(),
-               dense_->shard_size(), s);
+  int64_t non_finite = adamw_update(dense_->shard(), dense_->grad_shard(), dense_m_.data(), dense_v_.data(),
+                                    dense_decay_.data(), dense_->shard_size(), s);
   for (size_t j = 0; j < expert_tensors_.size(); ++j) {
     auto& t = tensors[size_t(expert_tensors_[j])];
     AdamWStep se = s;
     if (!t.decay) se.weight_decay = 0;
-    adamw_update(t.param, t.grad, expert_m_[j].data(), expert_v_[j].data(), nullptr, t.numel, se);
+    non_finite += adamw_update(t.param, t.grad, expert_m_[j].data(), expert_v_[j].data(), nullptr, t.numel, se);
   }
+  // One agreement per step: a parameter the update made non-finite (a finite
+  // loss does not rule that out) stops every rank before anything is saved,
+  // and a stop signal seen by any rank stops them all after this step.
+  int flags[2] = {non_finite > 0 ? 1 : 0, stop_requested() ? 1 : 0};
+  grid_.world().allreduce(flags, 2, par::ReduceOp::Max);
+  if (flags[0]) {
+    std::ostringstream os;
+    os << "training diverged at step " << step_ + 1 << ": the update made parameters non-finite (loss "
+       << metrics.loss << ", grad norm " << norm << ", lr " << s.lr
+       << "); nothing was saved for this step: lower train.lr or raise train.warmup_steps, and resume from the "
+          "last checkpoint";
+    throw NumericError(os.str());
+  }
+  stop_agreed_ = flags[1] != 0;
   dense_->gather();
   copy_params_to_layers();
   for (auto* layer : layers) layer->on_optimizer_step();
@@ -320,10 +334,10 @@ void Trainer<T>::set_timing(StepMetrics& m, double step_s) const {
 }
 
 // Validation: each domain's batches of W * micro_batch_size windows, every
-// rank taking its rows (the last batch may leave a rank short: its missing
-// rows are padding with ignored targets, so every rank still runs the MoE
-// collectives). Per-domain expert frequencies count the real tokens' slots
-// on real experts.
+// rank taking its rows (the last batch may leave a rank with fewer rows, or
+// none: then it runs one row with ignored targets, so every rank still takes
+// part in the MoE collectives). No router jitter. Per-domain expert
+// frequencies count the real tokens' slots on real experts.
 template <typename T>
 EvalResult Trainer<T>::evaluate() {
   SY_REQUIRE(sampler_ != nullptr, "Trainer::evaluate: no dataset (call set_dataset)");
@@ -334,7 +348,7 @@ EvalResult Trainer<T>::evaluate() {
   const size_t per = size_t(2 + nl * E);
   std::vector<double> acc(size_t(K) * per, 0.0);
   std::vector<int32_t> ids(size_t(B) * S), targets(size_t(B) * S);
-  for (size_t j = 0; j < layers.size(); ++j) layers[j]->set_noise_stream(~uint64_t(0) - j);
+  for (auto* layer : layers) layer->set_training(false);
   for (int d = 0; d < K; ++d) {
     int64_t nb = sampler_->num_val_batches(d, B * W_);
     if (config_.train.eval_batches > 0) nb = std::min(nb, config_.train.eval_batches);
@@ -344,9 +358,11 @@ EvalResult Trainer<T>::evaluate() {
       const int rows = batch_.rows;
       std::copy(batch_.inputs.begin(), batch_.inputs.begin() + int64_t(rows) * S, ids.begin());
       std::copy(batch_.targets.begin(), batch_.targets.begin() + int64_t(rows) * S, targets.begin());
-      std::fill(ids.begin() + int64_t(rows) * S, ids.end(), 0);
-      std::fill(targets.begin() + int64_t(rows) * S, targets.end(), ops::kIgnoreIndex);
-      const LmLosses l = model_->forward(ids.data(), targets.data(), B, S);
+      if (rows == 0) {  // one ignored row keeps this rank in the MoE collectives
+        std::fill(ids.begin(), ids.begin() + S, 0);
+        std::fill(targets.begin(), targets.begin() + S, ops::kIgnoreIndex);
+      }
+      const LmLosses l = model_->forward(ids.data(), targets.data(), std::max(rows, 1), S);
       const int64_t real = int64_t(rows) * S;
       a[0] += l.lm * double(real);
       a[1] += double(real);
@@ -361,7 +377,10 @@ EvalResult Trainer<T>::evaluate() {
   }
   grid_.token_group().allreduce(acc.data(), int64_t(acc.size()), par::ReduceOp::Sum);
   // Evaluation must not leak into the next step's global-batch counts.
-  for (auto* layer : layers) layer->balancer().reset();
+  for (auto* layer : layers) {
+    layer->balancer().reset();
+    layer->set_training(true);
+  }
 
   EvalResult out;
   out.domains = dataset_->domain_names;
@@ -474,6 +493,7 @@ void Trainer<T>::load_checkpoint(const std::string& path) {
                                           dense_v_.data(), expert_tensors_, expert_m_, expert_v_);
   const data::CheckpointMeta meta = data::load_checkpoint(step_dir, tensors, grid_.world());
   step_ = meta.step;
+  loaded_step_ = step_;
   dense_->gather();
   copy_params_to_layers();
   const auto& layers = model_->moe_layers();
@@ -532,18 +552,6 @@ void Trainer<T>::write_metrics(const StepMetrics& m, const EvalResult* eval) {
   SY_CHECK_AS(IoError, f.good(), "cannot append to " << metrics_path_);
 }
 
-// A progress bar needs a terminal. Under mpirun a rank's stdout is a pty
-// whatever mpirun's own stdout is, so there SWITCHYARD_PROGRESS (set by
-// launch/mpirun.sh from its own terminal) decides.
-static bool show_progress() {
-  static const bool on = [] {
-    if (const char* v = std::getenv("SWITCHYARD_PROGRESS")) return std::string(v) == "1";
-    return isatty(STDOUT_FILENO) && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr &&
-           std::getenv("PMI_SIZE") == nullptr;
-  }();
-  return on;
-}
-
 template <typename T>
 void Trainer<T>::print_line(const StepMetrics& m) {
   if (grid_.world_rank() != 0 || !verbose_) return;
@@ -554,9 +562,9 @@ void Trainer<T>::print_line(const StepMetrics& m) {
                 static_cast<long long>(m.step), static_cast<long long>(config_.train.steps), m.loss, m.lm_loss,
                 m.balance_loss, m.z_loss, m.lr, m.grad_norm, m.tokens_per_s, 100 * m.mfu, m.expert_load_max_over_mean,
                 100 * m.dropped_fraction, m.experts_per_token, 100 * m.a2a_share);
-  if (show_progress()) std::printf("\r\033[K");
+  if (log::stdout_is_watched()) std::printf("\r\033[K");
   std::printf("%s\n", line);
-  if (show_progress()) {
+  if (log::stdout_is_watched()) {
     const int width = 30, done = int(width * m.step / std::max<int64_t>(1, config_.train.steps));
     std::printf("[%s%s] %lld/%lld", std::string(size_t(done), '#').c_str(), std::string(size_t(width - done), ' ').c_str(),
                 static_cast<long long>(m.step), static_cast<long long>(config_.train.steps));
@@ -600,8 +608,8 @@ std::vector<StepMetrics> Trainer<T>::train(int64_t until) {
                                      << config_.train.steps);
 
   std::vector<StepMetrics> out;
-  int64_t saved_step = -1;
-  while (step_ < config_.train.steps) {
+  int64_t saved_step = loaded_step_;  // a resumed step is on disk already
+  while (step_ < config_.train.steps && !(until >= 0 && step_ >= until)) {
     StepMetrics m = train_step();
     const bool last = step_ == config_.train.steps;
     EvalResult eval;
@@ -613,7 +621,7 @@ std::vector<StepMetrics> Trainer<T>::train(int64_t until) {
       std::ostringstream os;
       os << "eval  step " << step_ << " | val_loss " << eval.val_loss;
       for (size_t d = 0; d < eval.domains.size(); ++d) os << " | " << eval.domains[d] << " " << eval.loss_by_domain[d];
-      if (show_progress()) std::printf("\r\033[K");
+      if (log::stdout_is_watched()) std::printf("\r\033[K");
       std::printf("%s\n", os.str().c_str());
       std::fflush(stdout);
     }
@@ -622,9 +630,8 @@ std::vector<StepMetrics> Trainer<T>::train(int64_t until) {
       save_checkpoint(ck.dir);
       saved_step = step_;
     }
-    int stop = stop_requested() ? 1 : 0;
-    grid_.world().allreduce(&stop, 1, par::ReduceOp::Max);
-    if (stop || step_ == until) {
+    const bool stop = stop_agreed_;
+    if (stop || (until >= 0 && step_ >= until)) {
       stopped_ = stop != 0;
       if (!ck.dir.empty()) {
         if (saved_step != step_) save_checkpoint(ck.dir);
@@ -637,7 +644,7 @@ std::vector<StepMetrics> Trainer<T>::train(int64_t until) {
     }
   }
   if (!ck.dir.empty() && saved_step != step_) save_checkpoint(ck.dir);
-  if (grid_.world_rank() == 0 && show_progress()) std::printf("\n");
+  if (grid_.world_rank() == 0 && log::stdout_is_watched()) std::printf("\n");
   return out;
 }
 

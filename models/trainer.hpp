@@ -20,8 +20,12 @@
 //
 // Reproducibility: the state of a run is the step, the parameters, the AdamW
 // moments and the sigmoid_bias routers' biases (the sampler and the router
-// noise are functions of the step); a resumed run on the same layout
-// continues bitwise, and any layout can load a checkpoint (resharding).
+// noise are functions of the step and the slice); a resumed run on the same
+// layout continues bitwise, and any layout can load a checkpoint
+// (resharding). Layouts with the same W x micro_batches compute the same
+// step, except under moe.balance = global: its counts are summed over the
+// ranks at each micro-batch and accumulated over micro-batches, so the
+// first micro-batch of one rank sees fewer counts than that of W ranks.
 #pragma once
 
 #include <cstdint>
@@ -138,6 +142,8 @@ class Trainer {
   int64_t step_ = 0;
   double peak_gflops_ = 0;  // measured FMA peak per rank
   bool stopped_ = false;
+  bool stop_agreed_ = false;  // the last step's agreed stop signal
+  int64_t loaded_step_ = -1;  // the step of the checkpoint loaded, if any
   bool verbose_ = true;
   std::string metrics_path_;
 };

@@ -1,8 +1,6 @@
 // `switchyard train`, `switchyard eval` and `switchyard generate`: the
 // trainer of models/trainer.hpp driven by an INI config, and the two ways to
 // use its checkpoints.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -200,7 +198,8 @@ int generate_main(const Args& args) {
                  "Samples N tokens (default 200) after the prompt from a checkpoint, with the tokenizer of\n"
                  "its dataset (data.path; the byte tokenizer needs none). temperature 0 is greedy\n"
                  "(default 0.8); top-k 0 samples from every token (default 40). The context is the last\n"
-                 "model.seq_len tokens. Routing is dropless while generating.\n";
+                 "model.seq_len tokens. Routing is dropless while generating (expert_choice keeps its\n"
+                 "capacity).\n";
     return 0;
   }
   const Parsed p = parse(args, {"--checkpoint", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"});
@@ -224,7 +223,9 @@ int generate_main(const Args& args) {
   const std::string step_dir = data::resolve_checkpoint(p.flags.at("--checkpoint"));
   Config c = checkpoint_run_config(step_dir, p.overrides);
   c.parallel = default_layout(c.parallel, runtime().world_size);
-  c.moe.capacity_factor = 0.0;  // dropless: every token reaches its experts
+  // Dropless, so every token reaches its experts (expert_choice needs a
+  // capacity: experts pick tokens; it keeps the trained one).
+  if (c.moe.router != RouterKind::ExpertChoice) c.moe.capacity_factor = 0.0;
   c.moe.jitter = 0.0;
   c.moe.balance = BalanceKind::None;
   c.train.micro_batch_size = 1;
@@ -275,7 +276,7 @@ int generate_main(const Args& args) {
   }
   if (runtime().rank == 0) {
     const std::span<const int32_t> all(ids);
-    const bool tty = isatty(STDOUT_FILENO);  // the generated part in bold on a terminal
+    const bool tty = log::stdout_is_watched();  // the generated part in bold on a terminal
     std::cout << tokenizer.decode(all.first(prompt_len)) << (tty ? "\033[1m" : "")
               << tokenizer.decode(all.subspan(prompt_len)) << (tty ? "\033[0m" : "") << "\n";
   }

@@ -91,6 +91,15 @@ TEST_F(TrainCli, TrainsWritesMetricsCheckpointsAndTheirToolsLoadThem) {
   EXPECT_TRUE(contains(g.output, "int main")) << g.output;
 }
 
+// Generation is dropless, except for expert_choice, which needs a capacity.
+TEST_F(TrainCli, GenerateFromAnExpertChoiceCheckpoint) {
+  const auto r = train("--moe.router=expert_choice --train.steps=2 --train.eval_every=0 --checkpoint.dir=" + ckpt());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto g = sy("generate --checkpoint " + ckpt() + " --prompt abc --tokens 8 --temperature 0");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  EXPECT_TRUE(contains(g.output, "abc")) << g.output;
+}
+
 TEST_F(TrainCli, SigtermWritesALoadableCheckpointAndExitsZero) {
   const std::string metrics = (dir_ / "run" / "metrics.jsonl").string();
   // Starts a long run in the background, waits for 3 steps, sends SIGTERM.
@@ -170,19 +179,32 @@ TEST_F(TrainCli, BadCheckpointsAndDivergenceKeepTheEarlierCheckpoint) {
   r = sy("eval --checkpoint " + step2.string() + " --data.path=" + dataset());
   EXPECT_EQ(r.exit_code, 0) << r.output;
 
-  // Divergence: a huge learning rate makes the loss non-finite; the run
-  // stops with one line and the last good checkpoint stays `latest`.
-  fs::remove_all(ckpt());
-  r = train("--checkpoint.dir=" + ckpt() + " --checkpoint.every=1 --train.steps=20 --train.warmup_steps=0 "
+  // Divergence in the loss: a huge learning rate makes the next loss
+  // non-finite; the run stops on one line.
+  r = train("--checkpoint.dir=" + (dir_ / "ck-loss").string() + " --train.steps=20 --train.warmup_steps=0 "
             "--train.lr=1e30 --train.grad_clip=0 --train.eval_every=0");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_EQ(count_lines_with(r.output, "error"), 1) << r.output;
-  EXPECT_TRUE(contains(r.output, "diverged")) << r.output;
+  EXPECT_TRUE(contains(r.output, "diverged at step 2: loss = ")) << r.output;
+
+  // Divergence in the update (the loss of the step was finite): resumed from
+  // a good checkpoint with an overflowing learning rate, the run stops before
+  // saving, and `latest` stays the good step, which still evaluates.
+  fs::remove_all(ckpt());
+  ASSERT_EQ(train("--checkpoint.dir=" + ckpt() + " --train.steps=2 --train.eval_every=0").exit_code, 0);
+  r = train("--checkpoint.dir=" + ckpt() + " --checkpoint.resume=true --checkpoint.every=1 --train.steps=20 "
+            "--train.lr=1e39 --train.warmup_steps=0 --train.eval_every=0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(count_lines_with(r.output, "error"), 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "diverged at step 3: the update made parameters non-finite")) << r.output;
   std::ifstream latest(fs::path(ckpt()) / "latest");
   std::string name;
   latest >> name;
-  EXPECT_FALSE(name.empty()) << "no checkpoint before the divergence";
-  EXPECT_TRUE(fs::exists(fs::path(ckpt()) / name));
+  EXPECT_EQ(name, "step-00000002");
+  EXPECT_FALSE(fs::exists(fs::path(ckpt()) / "step-00000003"));
+  r = sy("eval --checkpoint " + ckpt() + " --data.path=" + dataset() + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(contains(r.output, "nan") || contains(r.output, "null")) << r.output;
 }
 
 }  // namespace

@@ -74,20 +74,50 @@ Config tiny_config() {
   return c;
 }
 
+// A second model that exercises more of the trainer: E = 2 experts (sliced
+// over 4 ranks), SwiGLU, a shared expert, untied head, RMSNorm, rotary
+// positions, the switch router with input jitter, and buckets of 16 KiB so
+// the dense gradients travel in many buckets.
+Config wide_config() {
+  Config c = tiny_config();
+  c.model.tie_embeddings = false;
+  c.model.norm = NormKind::RMSNorm;
+  c.model.position = PositionKind::Rope;
+  c.moe.num_experts = 2;
+  c.moe.top_k = 1;
+  c.moe.router = RouterKind::Switch;
+  c.moe.jitter = 0.1;
+  c.moe.activation = ActivationKind::SwiGLU;
+  c.moe.num_shared_experts = 1;
+  c.moe.every = 1;
+  c.parallel.bucket_mb = 1.0 / 64;
+  return c;
+}
+
 std::vector<double> losses(const std::vector<StepMetrics>& m) {
   std::vector<double> out;
   for (const auto& s : m) out.push_back(s.loss);
   return out;
 }
 
+std::vector<double> grad_norms(const std::vector<StepMetrics>& m) {
+  std::vector<double> out;
+  for (const auto& s : m) out.push_back(s.grad_norm);
+  return out;
+}
+
 // Runs config on the ranks of comm (MPI_COMM_SELF: one rank), until step
 // `until` when given.
-std::vector<double> run(const Config& config, MPI_Comm comm, int64_t until = -1) {
+std::vector<StepMetrics> run_metrics(const Config& config, MPI_Comm comm, int64_t until = -1) {
   par::ProcessGrid grid(config.parallel, comm);
   Trainer<float> trainer(config, grid);
   trainer.set_verbose(false);
   trainer.set_dataset(corpus());
-  return losses(trainer.train(until));
+  return trainer.train(until);
+}
+
+std::vector<double> run(const Config& config, MPI_Comm comm, int64_t until = -1) {
+  return losses(run_metrics(config, comm, until));
 }
 
 void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel, const std::string& what) {
@@ -120,22 +150,26 @@ TEST(TrainerMpiTest, EveryLayoutGivesTheOneRankLossCurve) {
     if (l.dp * l.ep * l.tp == W && l.dp >= 1) layouts.push_back(l);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  for (const Layout& l : layouts) {
-    Config c = tiny_config();
-    c.parallel.dp = l.dp;
-    c.parallel.ep = l.ep;
-    c.parallel.tp = l.tp;
-    const int token_ranks = l.dp * l.ep;
-    c.train.micro_batches = W / token_ranks;  // the same W x micro_batches = world size
-    const std::vector<double> got = run(c, MPI_COMM_WORLD);
+  for (const bool wide : {false, true}) {
     // The reference: one rank, world-size micro-batches.
-    Config one = tiny_config();
+    Config one = wide ? wide_config() : tiny_config();
     one.train.micro_batches = W;
-    const std::vector<double> want = run(one, MPI_COMM_SELF);
-    std::ostringstream what;
-    what << "dp=" << l.dp << " ep=" << l.ep << " tp=" << l.tp << " rank " << rank;
-    expect_close(got, want, 1e-5, what.str());
-    EXPECT_LT(got.back(), got.front() - 0.5) << what.str() << ": the loss should fall";
+    const std::vector<StepMetrics> want = run_metrics(one, MPI_COMM_SELF);
+    for (const Layout& l : layouts) {
+      Config c = wide ? wide_config() : tiny_config();
+      c.parallel.dp = l.dp;
+      c.parallel.ep = l.ep;
+      c.parallel.tp = l.tp;
+      const int token_ranks = l.dp * l.ep;
+      c.train.micro_batches = W / token_ranks;  // the same W x micro_batches = world size
+      const std::vector<StepMetrics> got = run_metrics(c, MPI_COMM_WORLD);
+      std::ostringstream what;
+      what << (wide ? "wide" : "tiny") << " dp=" << l.dp << " ep=" << l.ep << " tp=" << l.tp << " rank " << rank;
+      expect_close(losses(got), losses(want), 1e-5, what.str() + " loss");
+      // The gradient norm sees every scale factor (AdamW alone would hide a constant one).
+      expect_close(grad_norms(got), grad_norms(want), 1e-4, what.str() + " grad norm");
+      EXPECT_LT(got.back().loss, got.front().loss - 0.5) << what.str() << ": the loss should fall";
+    }
   }
 }
 
@@ -164,16 +198,16 @@ TEST(TrainerMpiTest, ResumeEqualsTheUninterruptedRunBitwise) {
   if (test::world_rank() == 0) fs::remove_all(dir);
 }
 
-// 4 ranks (ep=2 x dp=2) -> 2 ranks (ep=2) -> 1 rank, each continuing the
-// curve of the 4-rank run.
+// 4 ranks (ep=4, sliced experts) -> 2 ranks (ep=2) -> 1 rank, each
+// continuing the curve of the 4-rank run.
 TEST(TrainerMpiTest, CheckpointReshardsFourToTwoToOne) {
   if (test::world_size() != 4) GTEST_SKIP() << "resharding 4 -> 2 -> 1 runs on 4 ranks";
   const std::string dir = shared_dir("reshard");
   const int rank = test::world_rank();
-  Config c = tiny_config();
+  // The wide model: its 2 experts are sliced in 2 on 4 ranks, whole on 2.
+  Config c = wide_config();
   c.train.steps = 9;
-  c.parallel.dp = 2;
-  c.parallel.ep = 2;
+  c.parallel.ep = 4;
   const std::vector<double> full = run(c, MPI_COMM_WORLD);
 
   c.checkpoint.dir = dir;
@@ -182,7 +216,7 @@ TEST(TrainerMpiTest, CheckpointReshardsFourToTwoToOne) {
   MPI_Comm two;
   MPI_Comm_split(MPI_COMM_WORLD, rank < 2 ? 0 : MPI_UNDEFINED, rank, &two);
   if (rank < 2) {
-    Config c2 = tiny_config();
+    Config c2 = wide_config();
     c2.train.steps = 9;
     c2.parallel.ep = 2;
     c2.train.micro_batches = 2;
@@ -195,7 +229,7 @@ TEST(TrainerMpiTest, CheckpointReshardsFourToTwoToOne) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0) {
-    Config c1 = tiny_config();
+    Config c1 = wide_config();
     c1.train.steps = 9;
     c1.train.micro_batches = 4;
     c1.checkpoint.dir = dir;
@@ -215,30 +249,41 @@ TEST(TrainerMpiTest, GoldenLossCurve) {
   if (test::world_rank() != 0) return;
   Config c = tiny_config();
   c.train.steps = 12;
-  const std::vector<double> got = run(c, MPI_COMM_SELF);
+  const std::vector<StepMetrics> got = run_metrics(c, MPI_COMM_SELF);
   const std::string path = test::source_dir() + "/tests/models/golden_loss.txt";
   if (const char* u = std::getenv("SWITCHYARD_UPDATE_GOLDEN"); u && std::string(u) == "1") {
     std::ofstream out(path);
     out.precision(9);
-    out << "# step loss: tests/models/TrainerMpiTest.cpp GoldenLossCurve (tiny_config, 12 steps, 1 rank)\n";
-    for (size_t i = 0; i < got.size(); ++i) out << i + 1 << " " << got[i] << "\n";
+    out << "# step lm_loss balance_loss z_loss: tests/models/TrainerMpiTest.cpp GoldenLossCurve (tiny_config, 12 "
+           "steps, 1 rank)\n";
+    for (const auto& m : got) out << m.step << " " << m.lm_loss << " " << m.balance_loss << " " << m.z_loss << "\n";
     GTEST_SKIP() << "wrote " << path;
   }
   std::ifstream in(path);
   ASSERT_TRUE(in.good()) << "missing " << path << " (SWITCHYARD_UPDATE_GOLDEN=1 writes it)";
-  std::vector<double> want;
+  std::vector<double> lm, balance, z;
   for (std::string line; std::getline(in, line);) {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream is(line);
     int step = 0;
-    double loss = 0;
-    is >> step >> loss;
-    want.push_back(loss);
+    double a = 0, b = 0, zz = 0;
+    is >> step >> a >> b >> zz;
+    lm.push_back(a);
+    balance.push_back(b);
+    z.push_back(zz);
   }
   // Float GEMM kernels differ between CPUs (AVX-512 vs AVX2 summation
-  // order): a relative 1e-3 tolerates that and catches any change of the
-  // computation.
-  expect_close(got, want, 1e-3, "golden");
+  // order): a relative 1e-3 tolerates that, and each part is checked on its
+  // own so a change in a small term (balance, z) is not hidden in the total.
+  std::vector<double> got_lm, got_balance, got_z;
+  for (const auto& m : got) {
+    got_lm.push_back(m.lm_loss);
+    got_balance.push_back(m.balance_loss);
+    got_z.push_back(m.z_loss);
+  }
+  expect_close(got_lm, lm, 1e-3, "golden lm_loss");
+  expect_close(got_balance, balance, 1e-3, "golden balance_loss");
+  expect_close(got_z, z, 1e-3, "golden z_loss");
 }
 
 }  // namespace
