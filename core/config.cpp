@@ -297,6 +297,8 @@ const std::vector<KeySpec>& key_table() {
       key("parallel.emulate_link", &C::parallel, &P::emulate_link, LinkCodec{}, "emulated inter-node link"),
       key("parallel.tuning_file", &C::parallel, &P::tuning_file, TextCodec{}, "tuner table to load and save"),
       key("parallel.timeout_s", &C::parallel, &P::timeout_s, positive_real(), "collective timeout in seconds"),
+      key("parallel.ranks_per_leaf", &C::parallel, &P::ranks_per_leaf, non_negative<int>(), "flowsplit: ranks under one leaf switch (0 = ranks_per_node)"),
+      key("parallel.spine_paths", &C::parallel, &P::spine_paths, positive<int>(), "flowsplit: spine paths s between two leaves"),
       key("parallel.bucket_mb", &C::parallel, &P::bucket_mb, positive_real(), "MiB per gradient reduce-scatter bucket of the dense parameters"),
 
       key("train.steps", &C::train, &T::steps, positive<int64_t>(), "optimizer steps"),

@@ -105,6 +105,8 @@ struct ParallelConfig {
   std::string tuning_file;  // tuner table to load and save; empty = tune afresh, keep nothing
   double timeout_s = 300.0; // a collective waiting longer than this fails the job
   double bucket_mb = 25.0;  // gradient reduce-scatter bucket of the sharded dense parameters
+  int ranks_per_leaf = 0;   // flowsplit topology: ranks under one leaf switch; 0 = ranks_per_node
+  int spine_paths = 4;      // flowsplit topology: s, paths from a leaf to any other leaf
 };
 
 struct TrainConfig {
