@@ -282,7 +282,7 @@ const std::vector<KeySpec>& key_table() {
       key("moe.num_shared_experts", &C::moe, &E::num_shared_experts, non_negative<int>(), "always-active experts beside the routed ones"),
       key("moe.every", &C::moe, &E::every, positive<int>(), "every N-th layer is an MoE layer"),
       key("moe.parallel_mode", &C::moe, &E::parallel_mode, ParallelModeCodec{}, "expert parallel mode r: 0 = data parallel, 1 = expert + data, S = expert + tensor (DESIGN.md 3); auto = parallel.ep until the tuner"),
-      key("moe.pipeline_degree", &C::moe, &E::pipeline_degree, PipelineDegreeCodec{}, "chunks overlapping all-to-all and experts"),
+      key("moe.pipeline_degree", &C::moe, &E::pipeline_degree, PipelineDegreeCodec{}, "chunks d of the token exchange, overlapping all-to-all and experts (auto: 1 until the tuner)"),
       key("moe.jitter", &C::moe, &E::jitter, non_negative_real(), "multiplicative router-input noise (0 = off)"),
       key("moe.normalize_weights", &C::moe, &E::normalize_weights, BoolCodec{}, "renormalize the chosen experts' weights"),
       key("moe.bias_update_rate", &C::moe, &E::bias_update_rate, non_negative_real(), "aux-loss-free bias step (router sigmoid_bias)"),

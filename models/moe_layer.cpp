@@ -150,7 +150,8 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
       {&shared_h1_, Tm * S * H1},   {&shared_act_, Tm * S * H},   {&shared_dact_, Tm * S * H},
       {&shared_dh1_, Tm * S * H1},  {&router_dx_, Tm * M},        {&ex_x_, ex_rows_ * M},
       {&ex_y_, ex_rows_ * M},       {&ex_dx_, ex_rows_ * M},      {&stage_, ex_rows_ * M},
-      {&part_, part_rows * M},      {&gathered_, gathered},       {&pw1_, piece_w},
+      {&part_, part_rows * M},      {&ret_, config.pipeline_degree != 1 ? ex_rows_ * M : 0},
+      {&gathered_, gathered},       {&pw1_, piece_w},
       {&pdw1_, std::max(piece_w, gathered)}, {&reduced_, gathered > 0 ? block_ : 0}};
   int64_t total = 0;
   for (const auto& [ptr, size] : plan) total += (size + 15) / 16 * 16;  // 64-byte granules
@@ -175,6 +176,15 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   for (auto* v : {&handle_.send_rows, &handle_.send_displs, &handle_.recv_rows, &handle_.recv_displs,
                   &handle_.part_displs})
     v->resize(max_degree);
+  constexpr int kMaxChunks = 8;
+  for (auto* v : {&handle_.chunk_send_begin, &handle_.chunk_send_rows, &handle_.chunk_recv_begin,
+                  &handle_.chunk_recv_rows})
+    v->resize(kMaxChunks * max_degree);
+  handle_.chunk_ex_offset.resize(kMaxChunks * max_local);
+  handle_.chunk_ex_count.resize(kMaxChunks * max_local);
+  pending_.reserve(2 * kMaxChunks);
+  scratch_counts_.resize(4 * size_t(max_degree));
+  if (config.pipeline_degree != MoeConfig::kAutoPipelineDegree) set_pipeline_degree(config.pipeline_degree);
   // Warm the router output's vectors to their largest size.
   routing_.probs.reserve(Tm * L);
   routing_.token_begin.reserve(Tm + 1);
@@ -200,6 +210,16 @@ void MoeLayer<T>::set_expert_degree(int P) {
 
 template <typename T>
 MoeLayer<T>::~MoeLayer() = default;
+
+template <typename T>
+void MoeLayer<T>::set_pipeline_degree(int d) {
+  SY_CHECK_AS(ConfigError, d == 1 || d == 2 || d == 4 || d == 8,
+              "moe.pipeline_degree = " << d << " is not valid: 1, 2, 4 or 8");
+  SY_CHECK_AS(ConfigError, d == 1 || config_.pipeline_degree != 1,
+              "moe.pipeline_degree = " << d << ": this layer was built with moe.pipeline_degree = 1 (no buffer "
+                                          "for pipelining); build it with auto or the degree");
+  pipeline_degree_ = d;
+}
 
 template <typename T>
 void MoeLayer<T>::add_param(const std::string& name, int64_t size) {
@@ -619,9 +639,10 @@ void MoeLayer<T>::end_reduce_piece() {
 // ranges). The returned handle is what combine (and backward's dispatch of
 // dy and combine of dx) consume.
 template <typename T>
-const DispatchHandle& MoeLayer<T>::dispatch(const T* rows, T* expert_rows) {
+DispatchHandle& MoeLayer<T>::plan_exchange() {
   DispatchHandle& h = handle_;
   h.mode = mode_;
+  h.chunks = 1;
   const ExpertMode& m = h.mode;
   const int P = m.degree;
   const int64_t El = m.local_experts;
@@ -654,8 +675,83 @@ const DispatchHandle& MoeLayer<T>::dispatch(const T* rows, T* expert_rows) {
   SY_CHECK_AS(Error, at <= ex_rows_,
               "internal: " << at << " rows received for the local experts exceed the workspace " << ex_rows_);
   h.expert_rows = at;
+  return h;
+}
+
+template <typename T>
+const DispatchHandle& MoeLayer<T>::dispatch(const T* rows, T* expert_rows) {
+  DispatchHandle& h = plan_exchange();
   redispatch(h, rows, expert_rows);
   return h;
+}
+
+// Rows [block * c / d, block * (c + 1) / d) of each peer block, on both
+// sides; chunk c's rows of local expert j from peer p are the overlap of
+// that range with j's rows in p's (expert-major) block.
+template <typename T>
+void MoeLayer<T>::plan_chunks(DispatchHandle& h, int d) {
+  const int P = h.mode.degree;
+  const int64_t El = h.mode.local_experts;
+  h.chunks = d;
+  int64_t base = 0;
+  for (int c = 0; c < d; ++c) {
+    for (int p = 0; p < P; ++p) {
+      const int64_t s0 = h.send_rows[p] * c / d, s1 = h.send_rows[p] * (c + 1) / d;
+      const int64_t r0 = h.recv_rows[p] * c / d, r1 = h.recv_rows[p] * (c + 1) / d;
+      h.chunk_send_begin[c * P + p] = s0;
+      h.chunk_send_rows[c * P + p] = s1 - s0;
+      h.chunk_recv_begin[c * P + p] = r0;
+      h.chunk_recv_rows[c * P + p] = r1 - r0;
+    }
+    for (int64_t j = 0; j < El; ++j) h.chunk_ex_count[c * El + j] = 0;
+    for (int p = 0; p < P; ++p) {
+      const int64_t a = h.chunk_recv_begin[c * P + p], b = a + h.chunk_recv_rows[c * P + p];
+      int64_t cum = 0;
+      for (int64_t j = 0; j < El; ++j) {
+        const int64_t n = h.ex_counts[p * El + j];
+        h.chunk_ex_count[c * El + j] += std::max<int64_t>(0, std::min(b, cum + n) - std::max(a, cum));
+        cum += n;
+      }
+    }
+    for (int64_t j = 0; j < El; ++j) {
+      h.chunk_ex_offset[c * El + j] = base;
+      base += h.chunk_ex_count[c * El + j];
+    }
+  }
+}
+
+// Chunk c's rows between the peer-major exchange buffer (stage) and the
+// chunk-major expert side (expert).
+template <typename T>
+static void reorder_chunk(const DispatchHandle& h, int c, int64_t M, T* stage, T* expert, bool to_expert) {
+  const int P = h.mode.degree;
+  const int64_t El = h.mode.local_experts;
+  // Rows of each local expert placed so far in this chunk: peers in order.
+  int64_t fill[64];
+  std::vector<int64_t> fill_big;
+  int64_t* placed = fill;
+  if (El > 64) {
+    fill_big.assign(size_t(El), 0);
+    placed = fill_big.data();
+  } else {
+    std::fill(fill, fill + El, int64_t(0));
+  }
+  for (int p = 0; p < P; ++p) {
+    const int64_t a = h.chunk_recv_begin[c * P + p], b = a + h.chunk_recv_rows[c * P + p];
+    int64_t cum = 0;
+    for (int64_t j = 0; j < El; ++j) {
+      const int64_t n = h.ex_counts[p * El + j];
+      const int64_t lo = std::max(a, cum), hi = std::min(b, cum + n);
+      cum += n;
+      if (hi <= lo) continue;
+      T* s = stage + (h.recv_displs[p] + lo) * M;
+      T* e = expert + (h.chunk_ex_offset[c * El + j] + placed[j]) * M;
+      const int64_t count = (hi - lo) * M;
+      if (to_expert) std::copy(s, s + count, e);
+      else std::copy(e, e + count, s);
+      placed[j] += hi - lo;
+    }
+  }
 }
 
 // Copies rows between peer-major (stage) and expert-major (expert side) order.
@@ -700,7 +796,15 @@ void MoeLayer<T>::combine(const DispatchHandle& h, T* expert_rows, T* rows) {
     comm_->exchange_rows(m.degree, stage_, h.recv_rows.data(), h.recv_displs.data(), recv, h.send_rows.data(),
                          displs.data(), M);
   }
-  if (m.dup == 1) return;
+  if (m.dup > 1) sum_partials(h, rows);
+}
+
+// rows (dispatch order) = the sum of the dup owners' partial results of
+// each sliced expert (part_, per owner).
+template <typename T>
+void MoeLayer<T>::sum_partials(const DispatchHandle& h, T* rows) {
+  const ExpertMode& m = h.mode;
+  const int64_t M = shape_.model_dim;
   compute_pool().parallel_for(num_experts_, 1, [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; ++e) {
       T* dst = rows + expert_offset_[e] * M;
@@ -713,6 +817,113 @@ void MoeLayer<T>::combine(const DispatchHandle& h, T* expert_rows, T* rows) {
       }
     }
   });
+}
+
+// The pipelined expert stage. Per chunk c: wait for its rows, start chunk
+// c + 1's exchange, run the experts on chunk c, start chunk c's return.
+// Every rank starts the exchanges in the same order (dispatch 0, then
+// dispatch c + 1 before return c), as MPI needs.
+template <typename T>
+void MoeLayer<T>::pipelined_forward(const T* rows, T* out) {
+  DispatchHandle& h = plan_exchange();
+  const int d = pipeline_degree_, P = h.mode.degree;
+  const int64_t M = shape_.model_dim, El = h.mode.local_experts;
+  plan_chunks(h, d);
+  T* back = h.mode.dup > 1 ? part_ : out;
+  const std::vector<int64_t>& back_displs = h.mode.dup > 1 ? h.part_displs : h.send_displs;
+  // Chunk c's peer-block ranges as counts and displacements (P each).
+  std::vector<int64_t>& sr = scratch_counts_;
+  auto exchange = [&](int c, bool to_experts, const T* src, T* dst) {
+    int64_t* s_rows = sr.data();
+    int64_t* s_displs = s_rows + P;
+    int64_t* r_rows = s_displs + P;
+    int64_t* r_displs = r_rows + P;
+    for (int p = 0; p < P; ++p) {
+      const int64_t sb = h.chunk_send_begin[c * P + p], sn = h.chunk_send_rows[c * P + p];
+      const int64_t rb = h.chunk_recv_begin[c * P + p], rn = h.chunk_recv_rows[c * P + p];
+      if (to_experts) {
+        s_rows[p] = sn, s_displs[p] = h.send_displs[p] + sb, r_rows[p] = rn, r_displs[p] = h.recv_displs[p] + rb;
+      } else {
+        s_rows[p] = rn, s_displs[p] = h.recv_displs[p] + rb, r_rows[p] = sn, r_displs[p] = back_displs[p] + sb;
+      }
+    }
+    Stopwatch sw(timing_, times_.a2a_s);
+    pending_.push_back(comm_->begin_exchange_rows(P, src, s_rows, s_displs, dst, r_rows, r_displs, M));
+  };
+  auto wait = [&](size_t i) {
+    Stopwatch sw(timing_, times_.a2a_s);
+    pending_[i]->wait();
+  };
+  pending_.clear();
+  exchange(0, true, rows, stage_);
+  size_t dispatch_at = 0;  // pending_ index of the next chunk's dispatch
+  for (int c = 0; c < d; ++c) {
+    wait(dispatch_at);
+    if (c + 1 < d) {
+      exchange(c + 1, true, rows, stage_);
+      dispatch_at = pending_.size() - 1;
+    }
+    reorder_chunk(h, c, M, stage_, ex_x_, true);
+    run_experts_forward(h.chunk_ex_offset.data() + c * El, h.chunk_ex_count.data() + c * El, ex_x_, ex_y_);
+    reorder_chunk(h, c, M, ret_, ex_y_, false);
+    exchange(c, false, ret_, back);
+  }
+  for (size_t i = 0; i < pending_.size(); ++i) wait(i);
+  pending_.clear();
+  if (h.mode.dup > 1) sum_partials(h, out);
+}
+
+// Backward with the forward's plan and chunks: dy out to the experts chunk
+// by chunk (into the same expert-side rows as the forward's inputs), the
+// experts' backward per chunk, dx back.
+template <typename T>
+void MoeLayer<T>::pipelined_backward(const T* dy_rows, T* dx_rows) {
+  const DispatchHandle& h = handle_;
+  const int d = h.chunks, P = h.mode.degree;
+  const int64_t M = shape_.model_dim, El = h.mode.local_experts;
+  T* back = h.mode.dup > 1 ? part_ : dx_rows;
+  const std::vector<int64_t>& back_displs = h.mode.dup > 1 ? h.part_displs : h.send_displs;
+  std::vector<int64_t>& sr = scratch_counts_;
+  auto exchange = [&](int c, bool to_experts, const T* src, T* dst) {
+    int64_t* s_rows = sr.data();
+    int64_t* s_displs = s_rows + P;
+    int64_t* r_rows = s_displs + P;
+    int64_t* r_displs = r_rows + P;
+    for (int p = 0; p < P; ++p) {
+      const int64_t sb = h.chunk_send_begin[c * P + p], sn = h.chunk_send_rows[c * P + p];
+      const int64_t rb = h.chunk_recv_begin[c * P + p], rn = h.chunk_recv_rows[c * P + p];
+      if (to_experts) {
+        s_rows[p] = sn, s_displs[p] = h.send_displs[p] + sb, r_rows[p] = rn, r_displs[p] = h.recv_displs[p] + rb;
+      } else {
+        s_rows[p] = rn, s_displs[p] = h.recv_displs[p] + rb, r_rows[p] = sn, r_displs[p] = back_displs[p] + sb;
+      }
+    }
+    Stopwatch sw(timing_, times_.a2a_s);
+    pending_.push_back(comm_->begin_exchange_rows(P, src, s_rows, s_displs, dst, r_rows, r_displs, M));
+  };
+  auto wait = [&](size_t i) {
+    Stopwatch sw(timing_, times_.a2a_s);
+    pending_[i]->wait();
+  };
+  pending_.clear();
+  exchange(0, true, dy_rows, stage_);
+  size_t dispatch_at = 0;
+  for (int c = 0; c < d; ++c) {
+    wait(dispatch_at);
+    if (c + 1 < d) {
+      exchange(c + 1, true, dy_rows, stage_);
+      dispatch_at = pending_.size() - 1;
+    }
+    reorder_chunk(h, c, M, stage_, ex_y_, true);  // ex_y_ now holds dy
+    run_experts_backward(h.chunk_ex_offset.data() + c * El, h.chunk_ex_count.data() + c * El, ex_x_, ex_y_, ex_dx_);
+    reorder_chunk(h, c, M, ret_, ex_dx_, false);
+    exchange(c, false, ret_, back);
+  }
+  // The weight gradients travel to their owners while the last inputs' gradients return.
+  begin_reduce_piece();
+  for (size_t i = 0; i < pending_.size(); ++i) wait(i);
+  pending_.clear();
+  if (h.mode.dup > 1) sum_partials(h, dx_rows);
 }
 
 template <typename T>
@@ -761,6 +972,11 @@ void MoeLayer<T>::experts_stage_forward() {
         experts_forward_flops(shape_, std::accumulate(expert_count_.begin(), expert_count_.end(), int64_t(0)));
     return;
   }
+  if (pipeline_degree_ > 1) {
+    pipelined_forward(xd_, y_);
+    stats_.expert_flops_forward = experts_forward_flops(shape_, handle_.expert_rows);
+    return;
+  }
   const DispatchHandle& h = dispatch(xd_, ex_x_);
   run_experts_forward(h.ex_offset.data(), h.ex_count.data(), ex_x_, ex_y_);
   stats_.expert_flops_forward = experts_forward_flops(shape_, h.expert_rows);
@@ -773,6 +989,10 @@ void MoeLayer<T>::experts_stage_backward() {
   if (m.degree == 1) {
     run_experts_backward(expert_offset_.data(), expert_count_.data(), xd_, dy_, dxd_);
     begin_reduce_piece();
+    return;
+  }
+  if (handle_.chunks > 1) {
+    pipelined_backward(dy_, dxd_);
     return;
   }
   const DispatchHandle& h = handle_;  // the forward's plan

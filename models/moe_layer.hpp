@@ -40,6 +40,7 @@
 #include "models/expert_layout.hpp"
 #include "models/experts.hpp"
 #include "models/router.hpp"
+#include "parallel/communicator.hpp"
 
 namespace sy::moe {
 
@@ -86,6 +87,13 @@ class ExpertComm {
   // Send ranges may overlap (one expert's rows sent to its dup owners).
   virtual void exchange_rows(int P, const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
                              const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) = 0;
+  // The same exchange, non-blocking: the buffers must stay untouched until
+  // the returned request completes (the counts may change at once). Several
+  // may be in flight; every rank starts them in the same order. By default
+  // it runs blocking and returns a completed request.
+  virtual par::RequestPtr begin_exchange_rows(int P, const T* send, const int64_t* send_rows,
+                                              const int64_t* send_displs, T* recv, const int64_t* recv_rows,
+                                              const int64_t* recv_displs, int64_t width);
   // Gather group of degree P: all (W/P, n) = every member's n elements, in rank order.
   virtual void gather_units(int P, const T* mine, T* all, int64_t n) = 0;
   // Gather group of degree P: mine (n) = sum over members of their block
@@ -93,6 +101,14 @@ class ExpertComm {
   virtual void begin_reduce_units(int P, const T* all, T* mine, int64_t n) = 0;
   virtual void end_reduce_units() = 0;
 };
+
+template <typename T>
+par::RequestPtr ExpertComm<T>::begin_exchange_rows(int P, const T* send, const int64_t* send_rows,
+                                                   const int64_t* send_displs, T* recv, const int64_t* recv_rows,
+                                                   const int64_t* recv_displs, int64_t width) {
+  exchange_rows(P, send, send_rows, send_displs, recv, recv_rows, recv_displs, width);
+  return par::completed_request();
+}
 
 // The plan of one token exchange, returned by dispatch and consumed by
 // combine; backward dispatches dy and combines dx with the forward's plan.
@@ -105,6 +121,14 @@ struct DispatchHandle {
   std::vector<int64_t> recv_rows, recv_displs;  // (P) rows from each peer, peer-major
   std::vector<int64_t> part_displs;             // (P) partial results of sliced experts, per owner
   int64_t expert_rows = 0;                      // rows on the expert side
+  // Pipelining over d chunks (moe.pipeline_degree): chunk c of peer p's
+  // block is rows [begin, begin + rows) of it, begin = block * c / d, on
+  // both sides of the exchange; the expert side holds the chunks one after
+  // the other, each expert-major.
+  int chunks = 1;                               // d
+  std::vector<int64_t> chunk_send_begin, chunk_send_rows;  // (d, P) within the send block to peer p
+  std::vector<int64_t> chunk_recv_begin, chunk_recv_rows;  // (d, P) within the block received from peer p
+  std::vector<int64_t> chunk_ex_offset, chunk_ex_count;    // (d, El) expert side, chunk-major
 };
 
 template <typename T>
@@ -157,6 +181,13 @@ class MoeLayer {
   void set_parallel_mode(int r) { set_expert_degree(comm_ ? layout_.degree_for_mode(r) : 1); }
   void set_expert_degree(int P);
   int expert_degree() const { return degree_; }
+  // Chunks d in {1, 2, 4, 8} of the token exchange (moe.pipeline_degree):
+  // chunk c's exchange overlaps the experts of chunk c - 1 and the return of
+  // chunk c - 2; outputs and gradients equal d = 1 up to summation order.
+  // ConfigError for another d, or d > 1 on a layer built with
+  // moe.pipeline_degree = 1 (no return staging buffer).
+  void set_pipeline_degree(int d);
+  int pipeline_degree() const { return pipeline_degree_; }
   // The degrees the workspace was sized for (all valid ones under auto).
   const std::vector<int>& sized_degrees() const { return sized_degrees_; }
 
@@ -194,6 +225,15 @@ class MoeLayer {
   const DispatchHandle& dispatch(const T* rows, T* expert_rows);
   void redispatch(const DispatchHandle& handle, const T* rows, T* expert_rows);
   void combine(const DispatchHandle& handle, T* expert_rows, T* rows);
+  // The exchange plan without moving rows (counts exchanged), and its chunks.
+  DispatchHandle& plan_exchange();
+  void plan_chunks(DispatchHandle& h, int d);
+  // The pipelined expert stage (d > 1): rows (dispatch order) -> expert side
+  // chunk by chunk -> expert compute -> results back into out (dispatch
+  // order; partial results of sliced experts summed).
+  void pipelined_forward(const T* rows, T* out);
+  void pipelined_backward(const T* dy_rows, T* dx_rows);
+  void sum_partials(const DispatchHandle& h, T* rows);
   // Gathers the mode's piece into the compute weights (cw1_, cw2_), or
   // points them at the stored units when the piece is this rank's own.
   void gather_piece();
@@ -260,6 +300,7 @@ class MoeLayer {
   T* ex_dx_;        // (ex_rows, M)
   T* stage_;        // (ex_rows, M)   rows in peer-major order, as the exchange moves them
   T* part_;         // (dup * rows, M) partial outputs of sliced experts, per owner
+  T* ret_;          // (ex_rows, M)   pipelining: results on their way back, peer-major (absent when d = 1)
   // Expert weights of the mode's piece: gathered units (Gs, block), then
   // assembled per local expert; aliases of the stored units when Gs = 1.
   T* gathered_;     // (Gs, block)  block = this rank's [w1 units | w2 units]; also packs gradients
@@ -275,6 +316,9 @@ class MoeLayer {
   int64_t block_ = 0;    // elements of [w1 units | w2 units] (with the padding between)
   int64_t ex_rows_ = 0;  // expert-side rows the workspace holds
   DispatchHandle handle_;  // the last forward's exchange plan
+  int pipeline_degree_ = 1;
+  std::vector<par::RequestPtr> pending_;  // pipelining: exchanges in flight
+  std::vector<int64_t> scratch_counts_;   // (4 P) one chunk exchange's counts and displacements
   std::vector<T> dweight_;             // (max slots)
   std::vector<int64_t> slot_row_;      // (max slots)
   std::vector<int64_t> expert_offset_, expert_count_;  // (E)

@@ -43,6 +43,14 @@ class Request {
 };
 using RequestPtr = std::unique_ptr<Request>;
 
+// An operation that completed when it was started (a blocking fallback).
+class CompletedRequest final : public Request {
+ public:
+  bool test() override { return true; }
+  void wait() override {}
+};
+inline RequestPtr completed_request() { return std::make_unique<CompletedRequest>(); }
+
 class Communicator {
  public:
   virtual ~Communicator() = default;

@@ -203,6 +203,68 @@ TEST(ExpertParallelMpi, SwiGLUAndOtherRoutersInEveryMode) {
   expect_layout_equals_one_rank(nulls, {1, W, 1}, {1, 0});
 }
 
+// Pipelining (moe.pipeline_degree d): the exchange and the experts in d
+// chunks give the outputs and gradients of d = 1, in every mode, for whole
+// and sliced experts (up to summation order of the weight gradients).
+void expect_pipelined_equals_unpipelined(const MoeConfig& mc) {
+  const int W = world_size();
+  ParallelConfig pc;
+  pc.ep = W;
+  ProcessGrid grid(pc);
+  Communicator& tokens = grid.token_group();
+  const int g = tokens.rank();
+  const int64_t T = 24, M = 8;
+  const auto x = test::random_vector<double>(T * W * M, 41, -2, 2);
+  const auto dout = test::random_vector<double>(T * W * M, 42);
+  CommExpertComm<double> comm(grid.expert_group());
+  moe::MoeLayer<double> layer(mc, M, T, T, 9, &comm);
+  connect_moe_layer(layer, tokens, W);
+  auto run = [&](int P, int d, std::vector<double>& out, std::vector<double>& dx, std::vector<double>& units,
+                 std::vector<double>& router) {
+    layer.set_expert_degree(P);
+    layer.set_pipeline_degree(d);
+    out.assign(T * M, 0);
+    dx.assign(T * M, 0);
+    layer.zero_grads();
+    layer.forward(x.data() + g * T * M, nullptr, T, out.data());
+    layer.backward(dout.data() + g * T * M, dx.data());
+    units = stored_units(layer, true);
+    router.assign(layer.grad("router_weight"), layer.grad("router_weight") + layer.param_size("router_weight"));
+  };
+  for (const int P : layer.sized_degrees()) {
+    std::vector<double> out1, dx1, units1, router1;
+    run(P, 1, out1, dx1, units1, router1);
+    for (const int d : {2, 4, 8}) {
+      SCOPED_TRACE("P=" + std::to_string(P) + " d=" + std::to_string(d));
+      std::vector<double> out, dx, units, router;
+      run(P, d, out, dx, units, router);
+      EXPECT_LT(test::max_rel_diff(out.data(), out1.data(), out.size()), 1e-12);
+      EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data(), dx.size()), 1e-12);
+      EXPECT_LT(test::max_rel_diff(units.data(), units1.data(), units.size()), 1e-12) << "expert gradients";
+      EXPECT_LT(test::max_rel_diff(router.data(), router1.data(), router.size()), 1e-12) << "router gradient";
+    }
+  }
+}
+
+TEST(ExpertParallelMpi, PipelinedExchangeEqualsUnpipelinedInEveryMode) {
+  MoeConfig mc = base_config();
+  expect_pipelined_equals_unpipelined(mc);
+  mc.num_experts = 2;  // sliced on 4 ranks: partial results summed
+  mc.activation = ActivationKind::SwiGLU;
+  mc.capacity_factor = 0;  // dropless
+  expect_pipelined_equals_unpipelined(mc);
+}
+
+TEST(ExpertParallelMpi, PipelineDegreeIsCheckedAndNeedsItsBuffer) {
+  MoeConfig mc = base_config();
+  moe::MoeLayer<double> layer(mc, 8, 16, 16, 9);
+  EXPECT_THROW(layer.set_pipeline_degree(3), ConfigError);
+  mc.pipeline_degree = 1;
+  moe::MoeLayer<double> plain(mc, 8, 16, 16, 9);
+  EXPECT_THROW(plain.set_pipeline_degree(2), ConfigError);
+  plain.set_pipeline_degree(1);
+}
+
 TEST(ExpertParallelMpi, ExpertsThatCannotBeSplitAreAConfigError) {
   const int W = world_size();
   if (W == 1) GTEST_SKIP() << "every expert count fits one rank";
