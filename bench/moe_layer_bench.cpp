@@ -105,36 +105,61 @@ int moe_layer_main(const std::vector<std::string>& args) {
   std::vector<int32_t> ids(T);
   for (auto& id : ids) id = static_cast<int32_t>(rng() % std::max(1, config.model.vocab_size));
 
-  std::vector<double> fwd, bwd, step, expert_s, outside_s, a2a_s, gather_s;
+  // One timed series at pipeline degree d: medians over bench.steps after bench.warmup.
+  struct Series {
+    std::vector<double> fwd, bwd, step, expert_s, outside_s, a2a_s, gather_s, stage_s;
+  };
   double flops = 0;
-  for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it) {
-    layer.zero_grads();
-    layer.times().clear();
-    layer.set_timing(true);
-    MPI_Barrier(MPI_COMM_WORLD);
-    const auto t0 = std::chrono::steady_clock::now();
-    layer.forward(x.data(), ids.data(), T, out.data());
-    const double f = seconds_since(t0);
-    const auto t1 = std::chrono::steady_clock::now();
-    layer.backward(dout.data(), dx.data());
-    const double b = seconds_since(t1);
-    layer.on_optimizer_step();
-    if (it < config.bench.warmup) continue;
-    fwd.push_back(f);
-    bwd.push_back(b);
-    step.push_back(f + b);
-    const auto& tm = layer.times();
-    expert_s.push_back(tm.experts_s - tm.a2a_s - tm.gather_s);  // the expert stage without communication
-    outside_s.push_back(tm.router_s + tm.dispatch_s + tm.combine_s);
-    a2a_s.push_back(tm.a2a_s);
-    gather_s.push_back(tm.gather_s);
-    const double shared = mc.num_shared_experts > 0
-                              ? moe::experts_forward_flops({1, M, mc.num_shared_experts * int64_t(mc.hidden_size),
-                                                            mc.activation},
-                                                           T)
-                              : 0.0;
-    flops = 3.0 * (layer.stats().expert_flops_forward + shared);  // backward = 2x forward
+  auto measure = [&](int d) {
+    Series r;
+    layer.set_pipeline_degree(d);
+    for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it) {
+      layer.zero_grads();
+      layer.times().clear();
+      layer.set_timing(true);
+      MPI_Barrier(MPI_COMM_WORLD);
+      const auto t0 = std::chrono::steady_clock::now();
+      layer.forward(x.data(), ids.data(), T, out.data());
+      const double f = seconds_since(t0);
+      const auto t1 = std::chrono::steady_clock::now();
+      layer.backward(dout.data(), dx.data());
+      const double b = seconds_since(t1);
+      layer.on_optimizer_step();
+      if (it < config.bench.warmup) continue;
+      r.fwd.push_back(f);
+      r.bwd.push_back(b);
+      r.step.push_back(f + b);
+      const auto& tm = layer.times();
+      r.expert_s.push_back(tm.experts_s - tm.a2a_s - tm.gather_s);  // the expert stage without communication
+      r.stage_s.push_back(tm.experts_s - tm.gather_s);             // the expert stage with its token exchange
+      r.outside_s.push_back(tm.router_s + tm.dispatch_s + tm.combine_s);
+      r.a2a_s.push_back(tm.a2a_s);
+      r.gather_s.push_back(tm.gather_s);
+      const double shared = mc.num_shared_experts > 0
+                                ? moe::experts_forward_flops({1, M, mc.num_shared_experts * int64_t(mc.hidden_size),
+                                                              mc.activation},
+                                                             T)
+                                : 0.0;
+      flops = 3.0 * (layer.stats().expert_flops_forward + shared);  // backward = 2x forward
+    }
+    return r;
+  };
+  // With a fixed moe.pipeline_degree d > 1 the same layer also runs d = 1
+  // first, in this run: overlap efficiency = (t_comm + t_compute - t_total)
+  // / min(t_comm, t_compute), with t_comm the token exchange and t_compute
+  // the experts of d = 1, and t_total the expert stage (exchange included) at d.
+  const int d = mc.pipeline_degree > 0 ? mc.pipeline_degree : 1;
+  double overlap = 0, d1_step = 0;
+  if (d > 1) {
+    const Series one = measure(1);
+    d1_step = median(one.step);
+    const Series piped = measure(d);
+    const double t_comm = median(one.a2a_s), t_compute = median(one.expert_s), t_total = median(piped.stage_s);
+    overlap = std::min(t_comm, t_compute) > 0 ? (t_comm + t_compute - t_total) / std::min(t_comm, t_compute) : 0.0;
   }
+  const Series s_run = measure(d);
+  const std::vector<double>&fwd = s_run.fwd, &bwd = s_run.bwd, &step = s_run.step, &expert_s = s_run.expert_s,
+                           &outside_s = s_run.outside_s, &a2a_s = s_run.a2a_s, &gather_s = s_run.gather_s;
   const double step_s = median(step);
   const auto& st = layer.stats();
   // Plain GEMM at the expert shapes: rows per expert x M x H1, then x H x M.
@@ -171,6 +196,13 @@ int moe_layer_main(const std::vector<std::string>& args) {
   line.add("ep", pc.ep).add("dp", pc.dp).add("expert_degree", layer.expert_degree());
   line.add("dropped_fraction", st.dropped_fraction()).add("experts_per_token", st.experts_per_token);
   line.add("expert_load_max_over_mean", st.load_max_over_mean());
+  line.add("pipeline_degree", d).add("a2a_algo", to_string(pc.a2a_algo));
+  line.add("parallel_mode", mc.parallel_mode >= 0 ? std::to_string(mc.parallel_mode) : std::string("auto"));
+  line.add("emulate_link", pc.emulate_link.enabled() ? std::to_string(pc.emulate_link.gbit_per_s) + " Gbit/s, " +
+                                                            std::to_string(pc.emulate_link.latency_us) + " us"
+                                                      : std::string("off"));
+  line.add("overlap_efficiency", overlap);
+  if (d > 1) line.add("d1_step_ms", 1e3 * d1_step).add("speedup_vs_d1", d1_step / step_s);
   if (json) {
     std::cout << line.str() << "\n";
   } else {
@@ -186,6 +218,9 @@ int moe_layer_main(const std::vector<std::string>& args) {
     std::printf("  all-to-all (ep=%d, exchange degree %d): %.1f%% of the step; expert weights' gather and\n"
                 "  gradient reduce-scatter: %.1f%%\n",
                 pc.ep, layer.expert_degree(), 100 * a2a_share, 100 * median(gather_s) / step_s);
+    if (d > 1)
+      std::printf("  pipeline d=%d: step %.1f ms against %.1f ms at d=1 (%.2fx); overlap efficiency %.2f\n", d,
+                  1e3 * step_s, 1e3 * d1_step, d1_step / step_s, overlap);
   }
   return 0;
 }
