@@ -19,5 +19,6 @@ double measure_gemm_gflops(int64_t m, int64_t k, int64_t n, int threads, double 
 
 int gemm_main(const std::vector<std::string>& args);
 int moe_layer_main(const std::vector<std::string>& args);
+int alltoall_main(const std::vector<std::string>& args);
 
 }  // namespace sy::bench

@@ -34,7 +34,7 @@ const std::vector<Command>& commands() {
       {"prepare", "build an HDF5 token dataset from text files", prepare_main, false},
       {"eval", "validation loss and per-domain expert usage of a checkpoint", eval_main, true},
       {"generate", "sample text from a checkpoint", generate_main, true},
-      {"bench", "benchmarks: gemm, moe-layer (more to come); --json for machine-readable lines", bench_main, true},
+      {"bench", "benchmarks: gemm, moe-layer, alltoall; --json for machine-readable lines", bench_main, true},
       {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", not_built<kNetsim, kNetsimIssue>, false},
       {"config", "check an INI config and print it resolved, with --section.key=value overrides", config_main, false},
       {"info", "version, build options, and the GEMM speed of this machine", info_main, false},
@@ -85,7 +85,7 @@ int bench_main(const Args& args) {
       "benchmarks:\n"
       "  gemm        fp32 GEMM GFLOP/s per shape and thread count, ratio to the measured FMA peak\n"
       "  moe-layer   one MoE layer fwd+bwd: ms, tokens/s, expert GEMM GFLOP/s vs GEMM and FMA peak\n"
-      "  alltoall    (not built yet: comes with the all-to-all algorithms)\n\n"
+      "  alltoall    all-to-all algorithms x message sizes: ms, GB/s, ratio to MPI_Alltoall\n\n"
       "'switchyard bench NAME --help' for its options; --json prints one JSON object per line.\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << kHelp;
@@ -94,10 +94,7 @@ int bench_main(const Args& args) {
   const Args rest(args.begin() + 1, args.end());
   if (args[0] == "gemm") return bench::gemm_main(rest);
   if (args[0] == "moe-layer") return bench::moe_layer_main(rest);
-  if (args[0] == "alltoall") {
-    std::cerr << "switchyard bench " << args[0] << ": not built yet\n";
-    return 2;
-  }
+  if (args[0] == "alltoall") return bench::alltoall_main(rest);
   std::cerr << "switchyard bench: unknown benchmark '" << args[0] << "'\n\n" << kHelp;
   return 2;
 }

@@ -66,18 +66,30 @@ class MpiRequest final : public Request {
   }
 
   // Polls so that a peer that never arrives becomes an error after the
-  // timeout instead of a hang; sleeps briefly between polls to leave the core.
+  // timeout instead of a hang. MPI moves data only inside MPI calls, and a
+  // large message moves fragment by fragment, so for the first 10 ms the
+  // polls follow each other without pause, as in MPI_Wait (a 50 us sleep
+  // between polls made a 16 MiB all-to-all on 2 ranks about 12x slower);
+  // then each poll yields the core to oversubscribed ranks, and after 1 s,
+  // when a peer is late rather than a transfer long, polls sleep 50 us.
   void wait() override {
     using Clock = std::chrono::steady_clock;
     const auto start = Clock::now();
+    double waited = 0;
     for (int spins = 0; !test(); ++spins) {
-      if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
-      if ((spins & 255) == 0 &&
-          std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_) {
-        int rank = 0;
-        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-        throw CommError("rank " + std::to_string(rank) + ": " + what_ + " did not complete within " +
-                        std::to_string(timeout_s_) + " s (parallel.timeout_s): a peer failed or is stuck");
+      if ((spins & 255) == 0) {
+        waited = std::chrono::duration<double>(Clock::now() - start).count();
+        if (waited > timeout_s_) {
+          int rank = 0;
+          MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+          throw CommError("rank " + std::to_string(rank) + ": " + what_ + " did not complete within " +
+                          std::to_string(timeout_s_) + " s (parallel.timeout_s): a peer failed or is stuck");
+        }
+      }
+      if (waited > 1.0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      } else if (waited > 0.01) {
+        std::this_thread::yield();
       }
     }
   }
