@@ -822,19 +822,21 @@ void MoeLayer<T>::sum_partials(const DispatchHandle& h, T* rows) {
 // The pipelined expert stage. Per chunk c: wait for its rows, start chunk
 // c + 1's exchange, run the experts on chunk c, start chunk c's return.
 // Every rank starts the exchanges in the same order (dispatch 0, then
-// dispatch c + 1 before return c), as MPI needs.
+// dispatch c + 1 before return c), as MPI needs. Forward plans the exchange
+// and its chunks (rows = xd_, out = y_); backward reuses the forward's plan,
+// sends dy into the same expert-side rows the inputs had (ex_y_ then holds
+// dy) and returns dx (rows = dy_, out = dxd_).
 template <typename T>
-void MoeLayer<T>::pipelined_forward(const T* rows, T* out) {
-  DispatchHandle& h = plan_exchange();
-  const int d = pipeline_degree_, P = h.mode.degree;
+void MoeLayer<T>::run_pipeline(bool backward, const T* rows, T* out) {
+  if (!backward) plan_chunks(plan_exchange(), pipeline_degree_);
+  const DispatchHandle& h = handle_;
+  const int d = h.chunks, P = h.mode.degree;
   const int64_t M = shape_.model_dim, El = h.mode.local_experts;
-  plan_chunks(h, d);
   T* back = h.mode.dup > 1 ? part_ : out;
   const std::vector<int64_t>& back_displs = h.mode.dup > 1 ? h.part_displs : h.send_displs;
   // Chunk c's peer-block ranges as counts and displacements (P each).
-  std::vector<int64_t>& sr = scratch_counts_;
   auto exchange = [&](int c, bool to_experts, const T* src, T* dst) {
-    int64_t* s_rows = sr.data();
+    int64_t* s_rows = scratch_counts_.data();
     int64_t* s_displs = s_rows + P;
     int64_t* r_rows = s_displs + P;
     int64_t* r_displs = r_rows + P;
@@ -854,6 +856,8 @@ void MoeLayer<T>::pipelined_forward(const T* rows, T* out) {
     Stopwatch sw(timing_, times_.a2a_s);
     pending_[i]->wait();
   };
+  T* incoming = backward ? ex_y_ : ex_x_;  // expert side: inputs, or dy
+  T* results = backward ? ex_dx_ : ex_y_;  // expert side: outputs, or dx
   pending_.clear();
   exchange(0, true, rows, stage_);
   size_t dispatch_at = 0;  // pending_ index of the next chunk's dispatch
@@ -863,67 +867,19 @@ void MoeLayer<T>::pipelined_forward(const T* rows, T* out) {
       exchange(c + 1, true, rows, stage_);
       dispatch_at = pending_.size() - 1;
     }
-    reorder_chunk(h, c, M, stage_, ex_x_, true);
-    run_experts_forward(h.chunk_ex_offset.data() + c * El, h.chunk_ex_count.data() + c * El, ex_x_, ex_y_);
-    reorder_chunk(h, c, M, ret_, ex_y_, false);
+    reorder_chunk(h, c, M, stage_, incoming, true);
+    const int64_t* offset = h.chunk_ex_offset.data() + c * El;
+    const int64_t* count = h.chunk_ex_count.data() + c * El;
+    if (backward) run_experts_backward(offset, count, ex_x_, ex_y_, ex_dx_);
+    else run_experts_forward(offset, count, ex_x_, ex_y_);
+    reorder_chunk(h, c, M, ret_, results, false);
     exchange(c, false, ret_, back);
   }
+  // The weight gradients travel to their owners while the last results return.
+  if (backward) begin_reduce_piece();
   for (size_t i = 0; i < pending_.size(); ++i) wait(i);
   pending_.clear();
   if (h.mode.dup > 1) sum_partials(h, out);
-}
-
-// Backward with the forward's plan and chunks: dy out to the experts chunk
-// by chunk (into the same expert-side rows as the forward's inputs), the
-// experts' backward per chunk, dx back.
-template <typename T>
-void MoeLayer<T>::pipelined_backward(const T* dy_rows, T* dx_rows) {
-  const DispatchHandle& h = handle_;
-  const int d = h.chunks, P = h.mode.degree;
-  const int64_t M = shape_.model_dim, El = h.mode.local_experts;
-  T* back = h.mode.dup > 1 ? part_ : dx_rows;
-  const std::vector<int64_t>& back_displs = h.mode.dup > 1 ? h.part_displs : h.send_displs;
-  std::vector<int64_t>& sr = scratch_counts_;
-  auto exchange = [&](int c, bool to_experts, const T* src, T* dst) {
-    int64_t* s_rows = sr.data();
-    int64_t* s_displs = s_rows + P;
-    int64_t* r_rows = s_displs + P;
-    int64_t* r_displs = r_rows + P;
-    for (int p = 0; p < P; ++p) {
-      const int64_t sb = h.chunk_send_begin[c * P + p], sn = h.chunk_send_rows[c * P + p];
-      const int64_t rb = h.chunk_recv_begin[c * P + p], rn = h.chunk_recv_rows[c * P + p];
-      if (to_experts) {
-        s_rows[p] = sn, s_displs[p] = h.send_displs[p] + sb, r_rows[p] = rn, r_displs[p] = h.recv_displs[p] + rb;
-      } else {
-        s_rows[p] = rn, s_displs[p] = h.recv_displs[p] + rb, r_rows[p] = sn, r_displs[p] = back_displs[p] + sb;
-      }
-    }
-    Stopwatch sw(timing_, times_.a2a_s);
-    pending_.push_back(comm_->begin_exchange_rows(P, src, s_rows, s_displs, dst, r_rows, r_displs, M));
-  };
-  auto wait = [&](size_t i) {
-    Stopwatch sw(timing_, times_.a2a_s);
-    pending_[i]->wait();
-  };
-  pending_.clear();
-  exchange(0, true, dy_rows, stage_);
-  size_t dispatch_at = 0;
-  for (int c = 0; c < d; ++c) {
-    wait(dispatch_at);
-    if (c + 1 < d) {
-      exchange(c + 1, true, dy_rows, stage_);
-      dispatch_at = pending_.size() - 1;
-    }
-    reorder_chunk(h, c, M, stage_, ex_y_, true);  // ex_y_ now holds dy
-    run_experts_backward(h.chunk_ex_offset.data() + c * El, h.chunk_ex_count.data() + c * El, ex_x_, ex_y_, ex_dx_);
-    reorder_chunk(h, c, M, ret_, ex_dx_, false);
-    exchange(c, false, ret_, back);
-  }
-  // The weight gradients travel to their owners while the last inputs' gradients return.
-  begin_reduce_piece();
-  for (size_t i = 0; i < pending_.size(); ++i) wait(i);
-  pending_.clear();
-  if (h.mode.dup > 1) sum_partials(h, dx_rows);
 }
 
 template <typename T>
@@ -973,7 +929,7 @@ void MoeLayer<T>::experts_stage_forward() {
     return;
   }
   if (pipeline_degree_ > 1) {
-    pipelined_forward(xd_, y_);
+    run_pipeline(false, xd_, y_);
     stats_.expert_flops_forward = experts_forward_flops(shape_, handle_.expert_rows);
     return;
   }
@@ -992,7 +948,7 @@ void MoeLayer<T>::experts_stage_backward() {
     return;
   }
   if (handle_.chunks > 1) {
-    pipelined_backward(dy_, dxd_);
+    run_pipeline(true, dy_, dxd_);
     return;
   }
   const DispatchHandle& h = handle_;  // the forward's plan

@@ -230,9 +230,9 @@ class MoeLayer {
   void plan_chunks(DispatchHandle& h, int d);
   // The pipelined expert stage (d > 1): rows (dispatch order) -> expert side
   // chunk by chunk -> expert compute -> results back into out (dispatch
-  // order; partial results of sliced experts summed).
-  void pipelined_forward(const T* rows, T* out);
-  void pipelined_backward(const T* dy_rows, T* dx_rows);
+  // order; partial results of sliced experts summed). Forward, or backward
+  // with the forward's plan.
+  void run_pipeline(bool backward, const T* rows, T* out);
   void sum_partials(const DispatchHandle& h, T* rows);
   // Gathers the mode's piece into the compute weights (cw1_, cw2_), or
   // points them at the stored units when the piece is this rank's own.

@@ -57,20 +57,8 @@ class CommExpertComm final : public moe::ExpertComm<T> {
 
   void exchange_rows(int P, const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
                      const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) override {
-    Communicator& c = exchange_group(P);
-    int64_t* sc = counts_.data();
-    int64_t* sd = sc + P;
-    int64_t* rc = sd + P;
-    int64_t* rd = rc + P;
-    for (int p = 0; p < P; ++p) {
-      sc[p] = send_rows[p] * width;
-      sd[p] = send_displs[p] * width;
-      rc[p] = recv_rows[p] * width;
-      rd[p] = recv_displs[p] * width;
-    }
-    c.alltoallv(send, sc, sd, recv, rc, rd, elem_type_of<T>());
+    begin_exchange_rows(P, send, send_rows, send_displs, recv, recv_rows, recv_displs, width)->wait();
   }
-
   RequestPtr begin_exchange_rows(int P, const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
                                  const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) override {
     Communicator& c = exchange_group(P);
