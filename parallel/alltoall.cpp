@@ -479,7 +479,7 @@ class FlowSplit final : public AllToAll {
       const size_t n = plan_.size();
       size_t from = 0;
       while (from < n && plan_[from].dest < local) ++from;
-      for (size_t j = 0; j + 1 < n; ++j) {
+      for (size_t j = 0; j < n; ++j) {
         const SubFlow& f = plan_[(from + j) % n];
         const int q = lam * L_ + f.dest;
         sends_.add(group_.isend(send + (sd_[q] + f.offset) * esz, f.count, type, q, tag_ + f.path));

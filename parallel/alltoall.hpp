@@ -63,8 +63,9 @@ class AllToAll {
   // group().size() counts and displacements per side, in elements of `type`;
   // rank p's send_counts[q] equals rank q's recv_counts[p]. The count arrays
   // are copied; send and recv must stay untouched until the request completes
-  // (wait() or test() true). Throws InvalidArgument while an earlier exchange
-  // of this object is still pending.
+  // (wait() or test() true), and the request must not outlive this object.
+  // Throws InvalidArgument while an earlier exchange of this object is still
+  // pending. Collective over the group, like ialltoallv.
   RequestPtr start(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
                    const int64_t* recv_counts, const int64_t* recv_displs, ElemType type);
   void run(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
@@ -87,8 +88,10 @@ class AllToAll {
   bool in_flight_ = false;
 };
 
-// The algorithm for algo over group (auto = linear). Throws ConfigError when the
-// group does not split into whole nodes (2dh) or leaves (flowsplit).
+// The algorithm for algo over group (auto = linear until the run-time tuner
+// exists). Collective over the group (2dh splits it into node and cross
+// groups). Throws ConfigError when the group does not split into whole nodes
+// (2dh) or leaves (flowsplit).
 std::unique_ptr<AllToAll> make_alltoall(AllToAllAlgo algo, Communicator& group, const AllToAllTopology& topology);
 inline std::unique_ptr<AllToAll> make_alltoall(AllToAllAlgo algo, Communicator& group, const ParallelConfig& config,
                                                int detected_ranks_per_node = 0) {
