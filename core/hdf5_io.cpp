@@ -1,6 +1,10 @@
 #include "core/hdf5_io.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 namespace sy::h5 {
@@ -170,6 +174,15 @@ void write_strings(hid_t loc, const char* name, const std::vector<std::string>& 
   H5Type type = string_type(strings);
   const std::vector<char> buf = pack_strings(strings, type.get());
   write_array(loc, name, type.get(), type.get(), buf.data(), {hsize_t(strings.size())});
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw IoError("cannot open " + path + " to sync it: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL) throw IoError("cannot sync " + path + ": " + std::strerror(err));
 }
 
 }  // namespace sy::h5

@@ -94,4 +94,8 @@ void write_array(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, c
 // A 1-D dataset of fixed-length strings.
 void write_strings(hid_t loc, const char* name, const std::vector<std::string>& strings);
 
+// Flushes a written file (or a directory, after a rename into it) to disk, so
+// an atomic write-then-rename survives a crash; IoError naming the path.
+void fsync_path(const std::string& path);
+
 }  // namespace sy::h5

@@ -29,6 +29,8 @@ namespace sy::data {
 
 namespace {
 
+using h5::fsync_path;
+
 namespace fs = std::filesystem;
 using par::Communicator;
 
@@ -158,15 +160,6 @@ int64_t parse_step_name(const std::string& name) {
 
 void run_write_hook(const std::string& path) {
   if (const auto& hook = detail::checkpoint_write_hook()) hook(path);
-}
-
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw IoError("cannot open " + path + " to sync it: " + std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0 && err != EINVAL) throw IoError("cannot sync " + path + ": " + std::strerror(err));
 }
 
 // Writes text to path and syncs it.

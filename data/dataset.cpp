@@ -20,6 +20,8 @@ namespace sy::data {
 
 namespace {
 
+using h5::fsync_path;
+
 using h5::Array;
 using h5::check_format_version;
 using h5::describe_type;
@@ -148,15 +150,6 @@ void write_file(const std::string& path, const TokenDataset& ds) {
   }
   SY_HDF5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   file.close();
-}
-
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw IoError("cannot open " + path + " to sync it: " + std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0 && err != EINVAL) throw IoError("cannot sync " + path + ": " + std::strerror(err));
 }
 
 }  // namespace
