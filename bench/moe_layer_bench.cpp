@@ -94,9 +94,10 @@ int moe_layer_main(const std::vector<std::string>& args) {
   par::ProcessGrid grid(pc);
   // Every rank stores 1/W of the experts; parallel.ep sets the exchange
   // degree (moe.parallel_mode = auto), or moe.parallel_mode fixes r.
-  par::CommExpertComm<float> comm(grid.expert_group());
+  par::CommExpertComm<float> comm(grid.expert_group(),
+                                  par::exchange_placement(pc, grid.world_rank(), grid.node_index()));
   moe::MoeLayer<float> layer(mc, M, T, seq_len, config.train.seed, &comm);
-  par::connect_moe_layer(layer, grid.token_group(), pc.ep);
+  par::connect_moe_layer(layer, grid.token_group(), pc.ep, pc.a2a_algo);
   std::mt19937_64 rng(config.train.seed + rt.rank);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(T * M), dout(T * M), out(T * M), dx(T * M);

@@ -222,6 +222,16 @@ void MoeLayer<T>::set_pipeline_degree(int d) {
 }
 
 template <typename T>
+void MoeLayer<T>::set_alltoall(AllToAllAlgo algo) {
+  if (algo == AllToAllAlgo::Auto) algo = AllToAllAlgo::Linear;
+  SY_CHECK_AS(ConfigError, !comm_ || comm_->supports(degree_, algo),
+              "parallel.a2a_algo = " << to_string(algo) << " cannot run the token exchange over " << degree_
+                                     << " ranks: 2dh needs whole nodes (parallel.ranks_per_node) and flowsplit "
+                                        "whole leaves (parallel.ranks_per_leaf) in the exchange group");
+  a2a_algo_ = algo;
+}
+
+template <typename T>
 void MoeLayer<T>::add_param(const std::string& name, int64_t size) {
   const int64_t offset = views_.empty() ? 0 : views_.back().offset + (views_.back().size + 15) / 16 * 16;
   views_.push_back({name, offset, size});
@@ -776,7 +786,7 @@ void MoeLayer<T>::redispatch(const DispatchHandle& h, const T* rows, T* expert_r
   const int64_t M = shape_.model_dim;
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_rows(h.mode.degree, rows, h.send_rows.data(), h.send_displs.data(), stage_, h.recv_rows.data(),
+    comm_->exchange_rows(h.mode.degree, {a2a_algo_, 0}, rows, h.send_rows.data(), h.send_displs.data(), stage_, h.recv_rows.data(),
                          h.recv_displs.data(), M);
   }
   reorder_rows(h, M, stage_, expert_rows, true);
@@ -793,7 +803,7 @@ void MoeLayer<T>::combine(const DispatchHandle& h, T* expert_rows, T* rows) {
   const std::vector<int64_t>& displs = m.dup > 1 ? h.part_displs : h.send_displs;
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_rows(m.degree, stage_, h.recv_rows.data(), h.recv_displs.data(), recv, h.send_rows.data(),
+    comm_->exchange_rows(m.degree, {a2a_algo_, 0}, stage_, h.recv_rows.data(), h.recv_displs.data(), recv, h.send_rows.data(),
                          displs.data(), M);
   }
   if (m.dup > 1) sum_partials(h, rows);
@@ -850,7 +860,8 @@ void MoeLayer<T>::run_pipeline(bool backward, const T* rows, T* out) {
       }
     }
     Stopwatch sw(timing_, times_.a2a_s);
-    pending_.push_back(comm_->begin_exchange_rows(P, src, s_rows, s_displs, dst, r_rows, r_displs, M));
+    const ExchangeRoute route{a2a_algo_, static_cast<int>(pending_.size())};
+    pending_.push_back(comm_->begin_exchange_rows(P, route, src, s_rows, s_displs, dst, r_rows, r_displs, M));
   };
   auto wait = [&](size_t i) {
     Stopwatch sw(timing_, times_.a2a_s);

@@ -71,6 +71,14 @@ struct MoeLayerTimes {
 // identity on one rank.
 using CapacityReduceHook = std::function<void(int64_t* value)>;
 
+// How one row exchange travels: the all-to-all algorithm (parallel.a2a_algo;
+// never auto here), and which of the exchanges in flight at once it is (each
+// slot has its own algorithm state and message tags).
+struct ExchangeRoute {
+  AllToAllAlgo algo = AllToAllAlgo::Linear;
+  int slot = 0;
+};
+
 // The collectives of the expert layout (models/expert_layout.hpp) over the
 // W ranks that share the experts; parallel/moe_hooks.hpp implements it over a
 // Communicator. Every call names the mode's degree P, which selects the group.
@@ -83,17 +91,21 @@ class ExpertComm {
   // Exchange group of degree P. Sends n counts to every peer (send: (P, n),
   // peer-major) and receives n from each (recv: (P, n)).
   virtual void exchange_counts(int P, const int64_t* send, int64_t* recv, int n) = 0;
-  // All-to-all of rows of `width` elements; row counts and displacements, P each.
-  // Send ranges may overlap (one expert's rows sent to its dup owners).
-  virtual void exchange_rows(int P, const T* send, const int64_t* send_rows, const int64_t* send_displs, T* recv,
-                             const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) = 0;
-  // The same exchange, non-blocking: the buffers must stay untouched until
-  // the returned request completes (the counts may change at once). Several
-  // may be in flight; every rank starts them in the same order. By default
-  // it runs blocking and returns a completed request.
-  virtual par::RequestPtr begin_exchange_rows(int P, const T* send, const int64_t* send_rows,
+  // All-to-all of rows of `width` elements; row counts and displacements, P
+  // each. Send ranges may overlap (one expert's rows sent to its dup owners).
+  // Non-blocking: the buffers must stay untouched until the returned request
+  // completes (the counts may change at once). Several may be in flight, each
+  // in its own route.slot (0, 1, ...); every rank starts them in the same order.
+  virtual par::RequestPtr begin_exchange_rows(int P, ExchangeRoute route, const T* send, const int64_t* send_rows,
                                               const int64_t* send_displs, T* recv, const int64_t* recv_rows,
-                                              const int64_t* recv_displs, int64_t width);
+                                              const int64_t* recv_displs, int64_t width) = 0;
+  void exchange_rows(int P, ExchangeRoute route, const T* send, const int64_t* send_rows, const int64_t* send_displs,
+                     T* recv, const int64_t* recv_rows, const int64_t* recv_displs, int64_t width) {
+    begin_exchange_rows(P, route, send, send_rows, send_displs, recv, recv_rows, recv_displs, width)->wait();
+  }
+  // Whether the exchange group of degree P can run algorithm `algo` (2dh
+  // needs whole nodes, flowsplit whole leaves); linear always can.
+  virtual bool supports(int /*P*/, AllToAllAlgo algo) const { return algo == AllToAllAlgo::Linear; }
   // Gather group of degree P: all (W/P, n) = every member's n elements, in rank order.
   virtual void gather_units(int P, const T* mine, T* all, int64_t n) = 0;
   // Gather group of degree P: mine (n) = sum over members of their block
@@ -101,14 +113,6 @@ class ExpertComm {
   virtual void begin_reduce_units(int P, const T* all, T* mine, int64_t n) = 0;
   virtual void end_reduce_units() = 0;
 };
-
-template <typename T>
-par::RequestPtr ExpertComm<T>::begin_exchange_rows(int P, const T* send, const int64_t* send_rows,
-                                                   const int64_t* send_displs, T* recv, const int64_t* recv_rows,
-                                                   const int64_t* recv_displs, int64_t width) {
-  exchange_rows(P, send, send_rows, send_displs, recv, recv_rows, recv_displs, width);
-  return par::completed_request();
-}
 
 // The plan of one token exchange, returned by dispatch and consumed by
 // combine; backward dispatches dy and combines dx with the forward's plan.
@@ -188,6 +192,11 @@ class MoeLayer {
   // moe.pipeline_degree = 1 (no return staging buffer).
   void set_pipeline_degree(int d);
   int pipeline_degree() const { return pipeline_degree_; }
+  // The all-to-all algorithm of the token exchange (parallel.a2a_algo; auto
+  // = linear until the tuner picks). ConfigError when the ExpertComm cannot
+  // run it for the current degree.
+  void set_alltoall(AllToAllAlgo algo);
+  AllToAllAlgo alltoall() const { return a2a_algo_; }
   // The degrees the workspace was sized for (all valid ones under auto).
   const std::vector<int>& sized_degrees() const { return sized_degrees_; }
 
@@ -317,6 +326,7 @@ class MoeLayer {
   int64_t ex_rows_ = 0;  // expert-side rows the workspace holds
   DispatchHandle handle_;  // the last forward's exchange plan
   int pipeline_degree_ = 1;
+  AllToAllAlgo a2a_algo_ = AllToAllAlgo::Linear;
   std::vector<par::RequestPtr> pending_;  // pipelining: exchanges in flight
   std::vector<int64_t> scratch_counts_;   // (4 P) one chunk exchange's counts and displacements
   std::vector<T> dweight_;             // (max slots)

@@ -73,12 +73,14 @@ Trainer<T>::Trainer(const Config& config, par::ProcessGrid& grid) : config_(conf
   par::Communicator& tokens = grid_.token_group();
   W_ = tokens.size();
   w_ = tokens.rank();
-  if (W_ > 1) expert_comm_ = std::make_unique<par::CommExpertComm<T>>(grid_.expert_group());
+  if (W_ > 1)
+    expert_comm_ = std::make_unique<par::CommExpertComm<T>>(
+        grid_.expert_group(), par::exchange_placement(config_.parallel, grid_.world_rank(), grid_.node_index()));
   model_ = std::make_unique<TransformerLM<T>>(config_.model, config_.moe, config_.train.micro_batch_size,
                                               config_.train.seed, grid_.tp() > 1 ? &grid_.tp_group() : nullptr,
                                               expert_comm_.get());
   for (auto* layer : model_->moe_layers()) {
-    par::connect_moe_layer(*layer, tokens, grid_.ep());
+    par::connect_moe_layer(*layer, tokens, grid_.ep(), config_.parallel.a2a_algo);
     layer->set_timing(true);
   }
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -203,9 +204,13 @@ TEST(ExpertParallelMpi, SwiGLUAndOtherRoutersInEveryMode) {
   expect_layout_equals_one_rank(nulls, {1, W, 1}, {1, 0});
 }
 
-// Pipelining (moe.pipeline_degree d): the exchange and the experts in d
-// chunks give the outputs and gradients of d = 1, in every mode, for whole
-// and sliced experts (up to summation order of the weight gradients).
+// Pipelining (moe.pipeline_degree d) and the all-to-all algorithm
+// (parallel.a2a_algo): the exchange and the experts in d chunks, by linear,
+// 2dh or flowsplit, give the outputs and gradients of d = 1 linear, in every
+// mode, for whole and sliced experts (up to summation order of the weight
+// gradients). Nodes of 2 ranks (1 on 2 ranks) and leaves of 1 rank under 3
+// spine paths, so that 2dh has two levels on 4 ranks and flowsplit splits
+// flows at path boundaries.
 void expect_pipelined_equals_unpipelined(const MoeConfig& mc) {
   const int W = world_size();
   ParallelConfig pc;
@@ -216,13 +221,18 @@ void expect_pipelined_equals_unpipelined(const MoeConfig& mc) {
   const int64_t T = 24, M = 8;
   const auto x = test::random_vector<double>(T * W * M, 41, -2, 2);
   const auto dout = test::random_vector<double>(T * W * M, 42);
-  CommExpertComm<double> comm(grid.expert_group());
+  ExchangePlacement placement;
+  placement.node = grid.world_rank() / std::min(W, 2);
+  placement.leaf = grid.world_rank();
+  placement.spine_paths = 3;
+  CommExpertComm<double> comm(grid.expert_group(), placement);
   moe::MoeLayer<double> layer(mc, M, T, T, 9, &comm);
   connect_moe_layer(layer, tokens, W);
-  auto run = [&](int P, int d, std::vector<double>& out, std::vector<double>& dx, std::vector<double>& units,
-                 std::vector<double>& router) {
+  auto run = [&](int P, int d, AllToAllAlgo algo, std::vector<double>& out, std::vector<double>& dx,
+                 std::vector<double>& units, std::vector<double>& router) {
     layer.set_expert_degree(P);
     layer.set_pipeline_degree(d);
+    layer.set_alltoall(algo);
     out.assign(T * M, 0);
     dx.assign(T * M, 0);
     layer.zero_grads();
@@ -233,26 +243,55 @@ void expect_pipelined_equals_unpipelined(const MoeConfig& mc) {
   };
   for (const int P : layer.sized_degrees()) {
     std::vector<double> out1, dx1, units1, router1;
-    run(P, 1, out1, dx1, units1, router1);
-    for (const int d : {2, 4, 8}) {
-      SCOPED_TRACE("P=" + std::to_string(P) + " d=" + std::to_string(d));
-      std::vector<double> out, dx, units, router;
-      run(P, d, out, dx, units, router);
-      EXPECT_LT(test::max_rel_diff(out.data(), out1.data(), out.size()), 1e-12);
-      EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data(), dx.size()), 1e-12);
-      EXPECT_LT(test::max_rel_diff(units.data(), units1.data(), units.size()), 1e-12) << "expert gradients";
-      EXPECT_LT(test::max_rel_diff(router.data(), router1.data(), router.size()), 1e-12) << "router gradient";
+    run(P, 1, AllToAllAlgo::Linear, out1, dx1, units1, router1);
+    for (const AllToAllAlgo algo : {AllToAllAlgo::Linear, AllToAllAlgo::TwoDH, AllToAllAlgo::FlowSplit}) {
+      ASSERT_TRUE(comm.supports(P, algo)) << to_string(algo) << " at P=" << P;
+      for (const int d : {1, 2, 4, 8}) {
+        if (d == 1 && algo == AllToAllAlgo::Linear) continue;
+        SCOPED_TRACE("P=" + std::to_string(P) + " d=" + std::to_string(d) + " " + to_string(algo));
+        std::vector<double> out, dx, units, router;
+        run(P, d, algo, out, dx, units, router);
+        EXPECT_LT(test::max_rel_diff(out.data(), out1.data(), out.size()), 1e-12);
+        EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data(), dx.size()), 1e-12);
+        EXPECT_LT(test::max_rel_diff(units.data(), units1.data(), units.size()), 1e-12) << "expert gradients";
+        EXPECT_LT(test::max_rel_diff(router.data(), router1.data(), router.size()), 1e-12) << "router gradient";
+      }
     }
   }
 }
 
-TEST(ExpertParallelMpi, PipelinedExchangeEqualsUnpipelinedInEveryMode) {
+TEST(ExpertParallelMpi, PipelinedExchangeEqualsUnpipelinedInEveryModeAndAlgorithm) {
   MoeConfig mc = base_config();
   expect_pipelined_equals_unpipelined(mc);
   mc.num_experts = 2;  // sliced on 4 ranks: partial results summed
   mc.activation = ActivationKind::SwiGLU;
   mc.capacity_factor = 0;  // dropless
   expect_pipelined_equals_unpipelined(mc);
+}
+
+// Nodes that do not form whole blocks of the exchange group: 2dh is refused
+// by name; linear still runs.
+TEST(ExpertParallelMpi, AlgorithmThatCannotSplitTheGroupIsAConfigError) {
+  const int W = world_size();
+  if (W < 4) GTEST_SKIP() << "needs 4 ranks for uneven nodes";
+  ParallelConfig pc;
+  pc.ep = W;
+  ProcessGrid grid(pc);
+  ExchangePlacement placement;
+  placement.node = grid.world_rank() == 0 ? 0 : 1;  // nodes of 1 and W - 1 ranks
+  placement.leaf = placement.node;
+  CommExpertComm<double> comm(grid.expert_group(), placement);
+  EXPECT_FALSE(comm.supports(W, AllToAllAlgo::TwoDH));
+  EXPECT_FALSE(comm.supports(W, AllToAllAlgo::FlowSplit));
+  EXPECT_TRUE(comm.supports(W, AllToAllAlgo::Linear));
+  moe::MoeLayer<double> layer(base_config(), 8, 16, 16, 9, &comm);
+  connect_moe_layer(layer, grid.token_group(), W);
+  try {
+    layer.set_alltoall(AllToAllAlgo::TwoDH);
+    ADD_FAILURE() << "2dh over uneven nodes should be refused";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("parallel.a2a_algo = 2dh"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ExpertParallelMpi, PipelineDegreeIsCheckedAndNeedsItsBuffer) {
