@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "models/moe_layer.hpp"
 #include "parallel/moe_hooks.hpp"
 #include "parallel/process_grid.hpp"
+#include "parallel/tuner.hpp"
 
 namespace sy::bench {
 
@@ -45,12 +47,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int moe_layer_main(const std::vector<std::string>& args) {
   std::string path;
-  bool json = false;
+  bool json = false, sweep = false;
   std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      std::cout << "usage: switchyard bench moe-layer [--config FILE] [--json] [--section.key=value ...]\n\n"
+      std::cout << "usage: switchyard bench moe-layer [--config FILE] [--json] [--sweep] [--section.key=value ...]\n\n"
                    "Times one MoE layer (forward, backward with input gradient) on bench.tokens tokens per\n"
                    "rank with bench.threads threads: bench.warmup untimed steps, then the median of\n"
                    "bench.steps. Shapes from [model] dim and [moe]; see configs/bench/moe-layer.ini.\n"
@@ -61,11 +63,21 @@ int moe_layer_main(const std::vector<std::string>& args) {
                    "all-to-all; gather_share = share in the expert weights' all-gather and gradient reduce-scatter.\n"
                    "Under mpirun every rank stores 1/ranks of the experts; --parallel.ep=N exchanges tokens over N\n"
                    "ranks and gathers the experts over the other ranks/N (N = 1: each rank gathers every expert);\n"
-                   "--moe.parallel_mode=r picks DESIGN.md's mode r instead.\n";
+                   "--moe.parallel_mode=r picks DESIGN.md's mode r instead.\n\n"
+                   "Fixed or tuned: with moe.pipeline_degree = d > 1 the same layer also runs d = 1 in this run\n"
+                   "(d1_step_ms, speedup_vs_d1, overlap_efficiency = (t_comm + t_compute - t_total) /\n"
+                   "min(t_comm, t_compute)). When moe.parallel_mode (with parallel.ep = 1), moe.pipeline_degree or\n"
+                   "parallel.a2a_algo is auto, the run-time tuner first decides (tuning_steps; its log line on\n"
+                   "stderr; parallel.tuning_file loads and saves its table), then the tuned plan is timed against\n"
+                   "d = 1 linear at the same r. --sweep then also times every plan the tuner could have picked\n"
+                   "(one line each with --json, bench = \"moe-layer-sweep\") and reports the pick against the best:\n"
+                   "pick_over_sweep_best = the pick's sweep time / the fastest sweep time.\n";
       return 0;
     }
     if (a == "--json") {
       json = true;
+    } else if (a == "--sweep") {
+      sweep = true;
     } else if (a == "--config") {
       if (i + 1 >= args.size()) throw ConfigError("command line: --config needs a file");
       path = args[++i];
@@ -106,26 +118,29 @@ int moe_layer_main(const std::vector<std::string>& args) {
   std::vector<int32_t> ids(T);
   for (auto& id : ids) id = static_cast<int32_t>(rng() % std::max(1, config.model.vocab_size));
 
-  // One timed series at pipeline degree d: medians over bench.steps after bench.warmup.
+  // One timed series of the layer as it is set: medians over bench.steps after bench.warmup.
   struct Series {
     std::vector<double> fwd, bwd, step, expert_s, outside_s, a2a_s, gather_s, stage_s;
   };
   double flops = 0;
-  auto measure = [&](int d) {
+  auto one_step = [&](double& f, double& b) {
+    layer.zero_grads();
+    layer.times().clear();
+    layer.set_timing(true);
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto t0 = std::chrono::steady_clock::now();
+    layer.forward(x.data(), ids.data(), T, out.data());
+    f = seconds_since(t0);
+    const auto t1 = std::chrono::steady_clock::now();
+    layer.backward(dout.data(), dx.data());
+    b = seconds_since(t1);
+    layer.on_optimizer_step();
+  };
+  auto measure = [&]() {
     Series r;
-    layer.set_pipeline_degree(d);
     for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it) {
-      layer.zero_grads();
-      layer.times().clear();
-      layer.set_timing(true);
-      MPI_Barrier(MPI_COMM_WORLD);
-      const auto t0 = std::chrono::steady_clock::now();
-      layer.forward(x.data(), ids.data(), T, out.data());
-      const double f = seconds_since(t0);
-      const auto t1 = std::chrono::steady_clock::now();
-      layer.backward(dout.data(), dx.data());
-      const double b = seconds_since(t1);
-      layer.on_optimizer_step();
+      double f = 0, b = 0;
+      one_step(f, b);
       if (it < config.bench.warmup) continue;
       r.fwd.push_back(f);
       r.bwd.push_back(b);
@@ -145,20 +160,95 @@ int moe_layer_main(const std::vector<std::string>& args) {
     }
     return r;
   };
-  // With a fixed moe.pipeline_degree d > 1 the same layer also runs d = 1
-  // first, in this run: overlap efficiency = (t_comm + t_compute - t_total)
-  // / min(t_comm, t_compute), with t_comm the token exchange and t_compute
-  // the experts of d = 1, and t_total the expert stage (exchange included) at d.
-  const int d = mc.pipeline_degree > 0 ? mc.pipeline_degree : 1;
-  double overlap = 0, d1_step = 0;
-  if (d > 1) {
-    const Series one = measure(1);
-    d1_step = median(one.step);
-    const Series piped = measure(d);
+  // A fixed plan, the tuner detached.
+  auto apply = [&](const par::ExpertPlan& p) {
+    layer.set_tuner(nullptr, 0, {});
+    layer.set_expert_degree(p.degree);
+    layer.set_pipeline_degree(p.pipeline);
+    layer.set_alltoall(p.algo);
+  };
+  auto mode_of = [&](int degree) {
+    const auto& sp = layer.tuning_space();
+    for (size_t i = 0; i < sp.degrees.size(); ++i)
+      if (sp.degrees[i] == degree) return sp.modes[i];
+    return -1;
+  };
+  // Overlap efficiency = (t_comm + t_compute - t_total) / min(t_comm, t_compute),
+  // with t_comm the token exchange and t_compute the experts of d = 1, and
+  // t_total the expert stage (exchange included) of the plan.
+  auto overlap_of = [&](const Series& one, const Series& piped) {
     const double t_comm = median(one.a2a_s), t_compute = median(one.expert_s), t_total = median(piped.stage_s);
-    overlap = std::min(t_comm, t_compute) > 0 ? (t_comm + t_compute - t_total) / std::min(t_comm, t_compute) : 0.0;
+    return std::min(t_comm, t_compute) > 0 ? (t_comm + t_compute - t_total) / std::min(t_comm, t_compute) : 0.0;
+  };
+
+  const par::TuneDims dims = par::tune_dims(mc, pc);
+  const bool tuned = rt.world_size > 1 && dims.any();
+  std::unique_ptr<par::Tuner> tuner;
+  int d = mc.pipeline_degree > 0 ? mc.pipeline_degree : 1;
+  double overlap = 0, d1_step = 0;
+  int tuning_steps = 0;
+  double tuning_s = 0;
+  par::ExpertPlan chosen{layer.expert_degree(), d, layer.alltoall()};
+  Series s_run;
+  std::vector<std::pair<par::ExpertPlan, double>> swept;
+  if (tuned) {
+    par::TunerOptions options;
+    options.samples = pc.tuning_samples;
+    options.file = pc.tuning_file;
+    options.writer = rt.rank == 0;
+    tuner = std::make_unique<par::Tuner>(grid.token_group(), rt.world_size, options);
+    layer.set_tuner(tuner.get(), 0, dims);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (; tuning_steps < 1000; ++tuning_steps) {
+      layer.forward(x.data(), ids.data(), T, out.data());  // agrees on the key (collective), maybe a trial
+      layer.backward(dout.data(), dx.data());
+      layer.on_optimizer_step();
+      if (!tuner->tuning()) break;
+    }
+    tuning_s = seconds_since(t0);
+    SY_CHECK_AS(Error, !tuner->tuning(), "bench moe-layer: the tuner did not decide in 1000 steps");
+    chosen = *tuner->decided(0, layer.stats().capacity);
+    if (chosen.degree == 1) chosen.pipeline = 1, chosen.algo = AllToAllAlgo::Linear;  // no exchange
+    d = chosen.pipeline;
+    s_run = measure();  // the tuned layer, tuner attached (decided: no trials)
+    const par::TuningSpace space = layer.tuning_space();
+    apply({chosen.degree, 1, AllToAllAlgo::Linear});
+    const Series one = measure();
+    d1_step = median(one.step);
+    overlap = overlap_of(one, s_run);
+    if (sweep) {
+      for (size_t i = 0; i < space.degrees.size(); ++i) {
+        const int P = space.degrees[i];
+        for (const int pd : P == 1 ? std::vector<int>{1} : space.pipelines)
+          for (const AllToAllAlgo a : P == 1 ? std::vector<AllToAllAlgo>{AllToAllAlgo::Linear} : space.algos[i]) {
+            apply({P, pd, a});
+            const Series sw = measure();
+            swept.push_back({{P, pd, a}, median(sw.step)});
+            if (rt.rank == 0 && json) {
+              JsonLine l;
+              l.add("bench", "moe-layer-sweep").add("ranks", rt.world_size).add("parallel_mode", mode_of(P));
+              l.add("expert_degree", P).add("pipeline_degree", pd).add("a2a_algo", to_string(a));
+              l.add("step_ms", 1e3 * median(sw.step));
+              std::cout << l.str() << "\n" << std::flush;
+            }
+          }
+      }
+    }
+    apply(chosen);  // the figures below describe the pick
+    double f = 0, b = 0;
+    one_step(f, b);
+  } else {
+    // With a fixed d > 1 the same layer also runs d = 1 first, in this run.
+    if (d > 1) {
+      layer.set_pipeline_degree(1);
+      const Series one = measure();
+      d1_step = median(one.step);
+      layer.set_pipeline_degree(d);
+      const Series piped = measure();
+      overlap = overlap_of(one, piped);
+    }
+    s_run = measure();
   }
-  const Series s_run = measure(d);
   const std::vector<double>&fwd = s_run.fwd, &bwd = s_run.bwd, &step = s_run.step, &expert_s = s_run.expert_s,
                            &outside_s = s_run.outside_s, &a2a_s = s_run.a2a_s, &gather_s = s_run.gather_s;
   const double step_s = median(step);
@@ -197,13 +287,29 @@ int moe_layer_main(const std::vector<std::string>& args) {
   line.add("ep", pc.ep).add("dp", pc.dp).add("expert_degree", layer.expert_degree());
   line.add("dropped_fraction", st.dropped_fraction()).add("experts_per_token", st.experts_per_token);
   line.add("expert_load_max_over_mean", st.load_max_over_mean());
-  line.add("pipeline_degree", d).add("a2a_algo", to_string(pc.a2a_algo));
-  line.add("parallel_mode", mc.parallel_mode >= 0 ? std::to_string(mc.parallel_mode) : std::string("auto"));
+  line.add("pipeline_degree", d).add("a2a_algo", to_string(tuned ? chosen.algo : pc.a2a_algo));
+  line.add("parallel_mode", tuned || mc.parallel_mode >= 0 ? std::to_string(mode_of(layer.expert_degree()))
+                                                            : std::string("auto"));
+  line.add("tuned", tuned);
+  if (tuned) line.add("tuning_steps", tuning_steps).add("tuning_s", tuning_s);
   line.add("emulate_link", pc.emulate_link.enabled() ? std::to_string(pc.emulate_link.gbit_per_s) + " Gbit/s, " +
                                                             std::to_string(pc.emulate_link.latency_us) + " us"
                                                       : std::string("off"));
   line.add("overlap_efficiency", overlap);
-  if (d > 1) line.add("d1_step_ms", 1e3 * d1_step).add("speedup_vs_d1", d1_step / step_s);
+  if (d > 1 || tuned) line.add("d1_step_ms", 1e3 * d1_step).add("speedup_vs_d1", d1_step / step_s);
+  // The pick against the exhaustive sweep, both timed the same way.
+  double best_ms = 0, pick_ms = 0;
+  par::ExpertPlan best_plan;
+  for (const auto& [p, sec] : swept) {
+    if (best_ms == 0 || 1e3 * sec < best_ms) best_ms = 1e3 * sec, best_plan = p;
+    if (p == chosen) pick_ms = 1e3 * sec;
+  }
+  if (!swept.empty()) {
+    line.add("sweep_plans", int64_t(swept.size())).add("sweep_best_ms", best_ms);
+    line.add("sweep_best_plan", "r=" + std::to_string(mode_of(best_plan.degree)) + " d=" +
+                                    std::to_string(best_plan.pipeline) + " " + to_string(best_plan.algo));
+    line.add("pick_sweep_ms", pick_ms).add("pick_over_sweep_best", pick_ms / best_ms);
+  }
   if (json) {
     std::cout << line.str() << "\n";
   } else {
@@ -219,9 +325,16 @@ int moe_layer_main(const std::vector<std::string>& args) {
     std::printf("  all-to-all (ep=%d, exchange degree %d): %.1f%% of the step; expert weights' gather and\n"
                 "  gradient reduce-scatter: %.1f%%\n",
                 pc.ep, layer.expert_degree(), 100 * a2a_share, 100 * median(gather_s) / step_s);
-    if (d > 1)
-      std::printf("  pipeline d=%d: step %.1f ms against %.1f ms at d=1 (%.2fx); overlap efficiency %.2f\n", d,
-                  1e3 * step_s, 1e3 * d1_step, d1_step / step_s, overlap);
+    if (tuned)
+      std::printf("  tuned in %d steps (%.1f s): r=%d d=%d %s\n", tuning_steps, tuning_s,
+                  mode_of(layer.expert_degree()), d, to_string(chosen.algo));
+    if (d > 1 || tuned)
+      std::printf("  pipeline d=%d: step %.1f ms against %.1f ms at d=1 linear (%.2fx); overlap efficiency %.2f\n",
+                  d, 1e3 * step_s, 1e3 * d1_step, d1_step / step_s, overlap);
+    if (!swept.empty())
+      std::printf("  sweep of %zu plans: best %.1f ms (r=%d d=%d %s); the pick %.1f ms there (%.3fx the best)\n",
+                  swept.size(), best_ms, mode_of(best_plan.degree), best_plan.pipeline, to_string(best_plan.algo),
+                  pick_ms, pick_ms / best_ms);
   }
   return 0;
 }

@@ -103,6 +103,7 @@ struct ParallelConfig {
   AllToAllAlgo a2a_algo = AllToAllAlgo::Auto;
   LinkEmulation emulate_link;
   std::string tuning_file;  // tuner table to load and save; empty = tune afresh, keep nothing
+  int tuning_samples = 3;   // timed forward + backward passes per plan the tuner tries (the fastest counts)
   double timeout_s = 300.0; // a collective waiting longer than this fails the job
   double bucket_mb = 25.0;  // gradient reduce-scatter bucket of the sharded dense parameters
   int ranks_per_leaf = 0;   // flowsplit topology: ranks under one leaf switch; 0 = ranks_per_node

@@ -232,6 +232,30 @@ void MoeLayer<T>::set_alltoall(AllToAllAlgo algo) {
 }
 
 template <typename T>
+void MoeLayer<T>::set_tuner(par::Tuner* tuner, int layer_id, par::TuneDims dims) {
+  tuner_ = nullptr;
+  if (!comm_) return;
+  par::TuningSpace space;
+  space.degrees = dims.degree ? sized_degrees_ : std::vector<int>{degree_};
+  const int64_t EW = std::min<int64_t>(num_experts_, layout_.world());
+  for (const int P : space.degrees) {
+    space.modes.push_back(P == 1 ? 0 : static_cast<int>(P / EW));
+    std::vector<AllToAllAlgo> algos;
+    for (const AllToAllAlgo a : {AllToAllAlgo::Linear, AllToAllAlgo::TwoDH, AllToAllAlgo::FlowSplit})
+      if ((dims.algo || a == a2a_algo_) && comm_->supports(P, a)) algos.push_back(a);
+    if (algos.empty()) algos.push_back(AllToAllAlgo::Linear);  // the fixed algorithm cannot run at P
+    space.algos.push_back(std::move(algos));
+  }
+  const bool pipelines = dims.pipeline && config_.pipeline_degree == MoeConfig::kAutoPipelineDegree;
+  space.pipelines = pipelines ? std::vector<int>{1, 2, 4, 8} : std::vector<int>{pipeline_degree_};
+  const bool anything = space.degrees.size() > 1 || space.pipelines.size() > 1 ||
+                        std::any_of(space.algos.begin(), space.algos.end(), [](const auto& a) { return a.size() > 1; });
+  tuner_ = anything ? tuner : nullptr;
+  tuner_layer_ = layer_id;
+  tuning_space_ = std::move(space);
+}
+
+template <typename T>
 void MoeLayer<T>::add_param(const std::string& name, int64_t size) {
   const int64_t offset = views_.empty() ? 0 : views_.back().offset + (views_.back().size + 15) / 16 * 16;
   views_.push_back({name, offset, size});
@@ -374,6 +398,7 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
   const int64_t M = shape_.model_dim, L = num_logits_, Tn = num_tokens;
   const int64_t S_shared = config_.num_shared_experts;
   ThreadPool& pool = compute_pool();
+  const auto started = std::chrono::steady_clock::now();
   x_ = x;
   num_tokens_ = Tn;
   stats_.num_tokens = Tn;
@@ -418,6 +443,15 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
   {
     Stopwatch sw(timing_, times_.dispatch_s);
     apply_capacity(Tn);
+    if (tuner_) {
+      // The tuner's plan for this capacity (a trial while its key is tuned).
+      const par::ExpertPlan plan = tuner_->plan(tuner_layer_, stats_.capacity, tuning_space_, training_);
+      degree_ = plan.degree;
+      if (plan.degree > 1) {
+        pipeline_degree_ = plan.pipeline;
+        a2a_algo_ = plan.algo;
+      }
+    }
     pool.parallel_for(Tn, 16, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         for (int64_t s = token_begin[t]; s < token_begin[t + 1]; ++s)
@@ -456,6 +490,8 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
       }
     });
   }
+  if (tuner_ && tuner_->trial_open(tuner_layer_))
+    trial_forward_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return parts.balance + parts.z + router_loss;
 }
 
@@ -466,6 +502,7 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
   const int64_t M = shape_.model_dim, L = num_logits_, Tn = num_tokens_;
   const int64_t S_shared = config_.num_shared_experts;
   ThreadPool& pool = compute_pool();
+  const auto started = std::chrono::steady_clock::now();
   const int64_t* token_begin = routing_.token_begin.data();
   const T* weight = routing_.weight.data();
   T* dweight = dweight_.data();
@@ -553,6 +590,10 @@ void MoeLayer<T>::backward(const T* dout, T* dx) {
   {
     Stopwatch sw(timing_, times_.experts_s);  // the expert stage's reduce-scatter completes here
     end_reduce_piece();
+  }
+  if (tuner_ && tuner_->trial_open(tuner_layer_)) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    tuner_->finish_trial(tuner_layer_, trial_forward_s_ + seconds);
   }
 }
 

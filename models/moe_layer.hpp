@@ -41,6 +41,7 @@
 #include "models/experts.hpp"
 #include "models/router.hpp"
 #include "parallel/communicator.hpp"
+#include "parallel/tuner.hpp"
 
 namespace sy::moe {
 
@@ -197,6 +198,13 @@ class MoeLayer {
   // run it for the current degree.
   void set_alltoall(AllToAllAlgo algo);
   AllToAllAlgo alltoall() const { return a2a_algo_; }
+  // Hands the choices in `dims` of (P, d, algorithm) to the run-time tuner
+  // (parallel/tuner.hpp), as MoE layer `layer_id` of its model; the others
+  // stay as set (d only where the layer was built with moe.pipeline_degree =
+  // auto). Every training forward then times a trial until its key is
+  // decided. No-op on one rank, or with nothing to choose.
+  void set_tuner(par::Tuner* tuner, int layer_id, par::TuneDims dims);
+  const par::TuningSpace& tuning_space() const { return tuning_space_; }
   // The degrees the workspace was sized for (all valid ones under auto).
   const std::vector<int>& sized_degrees() const { return sized_degrees_; }
 
@@ -327,6 +335,10 @@ class MoeLayer {
   DispatchHandle handle_;  // the last forward's exchange plan
   int pipeline_degree_ = 1;
   AllToAllAlgo a2a_algo_ = AllToAllAlgo::Linear;
+  par::Tuner* tuner_ = nullptr;
+  int tuner_layer_ = 0;
+  par::TuningSpace tuning_space_;
+  double trial_forward_s_ = 0;  // the open trial's forward time
   std::vector<par::RequestPtr> pending_;  // pipelining: exchanges in flight
   std::vector<int64_t> scratch_counts_;   // (4 P) one chunk exchange's counts and displacements
   std::vector<T> dweight_;             // (max slots)

@@ -20,6 +20,7 @@
 #include "data/checkpoint.hpp"
 #include "models/optimizer.hpp"
 #include "parallel/moe_hooks.hpp"
+#include "parallel/tuner.hpp"
 
 namespace sy::models {
 
@@ -79,8 +80,19 @@ Trainer<T>::Trainer(const Config& config, par::ProcessGrid& grid) : config_(conf
   model_ = std::make_unique<TransformerLM<T>>(config_.model, config_.moe, config_.train.micro_batch_size,
                                               config_.train.seed, grid_.tp() > 1 ? &grid_.tp_group() : nullptr,
                                               expert_comm_.get());
+  const par::TuneDims tune = par::tune_dims(config_.moe, config_.parallel);
+  if (W_ > 1 && tune.any() && !model_->moe_layers().empty()) {
+    par::TunerOptions options;
+    options.samples = config_.parallel.tuning_samples;
+    options.file = config_.parallel.tuning_file;
+    options.writer = grid_.world_rank() == 0;
+    tuner_ = std::make_unique<par::Tuner>(tokens, W_, options);
+  }
+  int moe_index = 0;
   for (auto* layer : model_->moe_layers()) {
     par::connect_moe_layer(*layer, tokens, grid_.ep(), config_.parallel.a2a_algo);
+    if (tuner_) layer->set_tuner(tuner_.get(), moe_index, tune);
+    ++moe_index;
     layer->set_timing(true);
   }
 

@@ -45,6 +45,7 @@
 namespace sy::par {
 template <typename T>
 class CommExpertComm;
+class Tuner;
 }
 
 namespace sy::models {
@@ -76,6 +77,8 @@ class Trainer {
   // Builds the model and the parameter sets on this process's grid; the
   // grid must outlive the trainer. Collective over the world.
   Trainer(const Config& config, par::ProcessGrid& grid);
+  // The MoE layers' run-time tuner; null when nothing is auto or on one rank.
+  const par::Tuner* tuner() const { return tuner_.get(); }
   ~Trainer();
 
   // The data for train() and evaluate(); must outlive the trainer. Checks
@@ -125,6 +128,7 @@ class Trainer {
   int W_ = 1;         // ranks in the token group
   int w_ = 0;         // this rank in it
   std::unique_ptr<par::CommExpertComm<T>> expert_comm_;
+  std::unique_ptr<par::Tuner> tuner_;  // when a choice of the MoE layers is auto (parallel/tuner.hpp)
   std::unique_ptr<TransformerLM<T>> model_;
   std::unique_ptr<par::ShardedParams<T>> dense_;
   std::vector<int> dense_tensors_, expert_tensors_;  // indices into model_->tensors()

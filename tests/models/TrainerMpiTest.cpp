@@ -173,6 +173,46 @@ TEST(TrainerMpiTest, EveryLayoutGivesTheOneRankLossCurve) {
   }
 }
 
+// moe.parallel_mode, moe.pipeline_degree and parallel.a2a_algo auto: the
+// tuner decides in the first steps, saves its table, and a second run that
+// loads it starts tuned (no trials, the same plans).
+TEST(TrainerMpiTest, TunerDecidesInTheFirstStepsAndItsTableStartsTheNextRunTuned) {
+  const int W = test::world_size();
+  if (W == 1) GTEST_SKIP() << "one rank has nothing to tune";
+  const std::string dir = shared_dir("tuning");
+  if (test::world_rank() == 0) fs::create_directories(dir);
+  MPI_Barrier(MPI_COMM_WORLD);
+  Config c = tiny_config();
+  c.parallel.dp = W;
+  c.parallel.tuning_samples = 1;
+  c.parallel.tuning_file = dir + "/tuning.txt";
+  c.train.steps = 16;  // at most 3 degrees, then 12 (d, algorithm) pairs
+  std::string table;
+  {
+    par::ProcessGrid grid(c.parallel, MPI_COMM_WORLD);
+    Trainer<float> trainer(c, grid);
+    trainer.set_verbose(false);
+    trainer.set_dataset(corpus());
+    ASSERT_NE(trainer.tuner(), nullptr);
+    const std::vector<double> l = losses(trainer.train());
+    EXPECT_LT(l.back(), l.front());
+    EXPECT_FALSE(trainer.tuner()->tuning());
+    EXPECT_EQ(trainer.tuner()->decisions().size(), 1u) << "one MoE layer, one capacity";
+    table = trainer.tuner()->table();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  c.train.steps = 2;
+  par::ProcessGrid grid(c.parallel, MPI_COMM_WORLD);
+  Trainer<float> again(c, grid);
+  again.set_verbose(false);
+  again.set_dataset(corpus());
+  again.train();
+  EXPECT_TRUE(again.tuner()->decisions().empty()) << "the loaded table decided every key";
+  EXPECT_EQ(again.tuner()->table(), table);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (test::world_rank() == 0) fs::remove_all(dir);
+}
+
 TEST(TrainerMpiTest, ResumeEqualsTheUninterruptedRunBitwise) {
   const std::string dir = shared_dir("resume");
   Config c = tiny_config();
@@ -181,6 +221,11 @@ TEST(TrainerMpiTest, ResumeEqualsTheUninterruptedRunBitwise) {
   c.moe.router = RouterKind::SigmoidBias;  // state beyond the parameters: the selection bias
   c.moe.balance = BalanceKind::Global;     // counts summed over ranks each micro-batch
   c.train.micro_batches = 2;
+  // A fixed plan: the tuner's trials would run other plans in the two runs'
+  // first steps, equal only to rounding.
+  c.moe.parallel_mode = 1;
+  c.moe.pipeline_degree = 1;
+  c.parallel.a2a_algo = AllToAllAlgo::Linear;
   const std::vector<double> straight = run(c, MPI_COMM_WORLD);
 
   c.checkpoint.dir = dir;

@@ -1,0 +1,339 @@
+#include "parallel/tuner.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <limits>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+
+namespace sy::par {
+
+namespace {
+
+// Milliseconds with 3 significant digits.
+std::string ms_text(double seconds) {
+  std::ostringstream os;
+  os << std::setprecision(3) << 1e3 * seconds << " ms";
+  return os.str();
+}
+
+std::string plan_text(const TuningSpace& space, const ExpertPlan& p) {
+  std::ostringstream os;
+  const auto it = std::find(space.degrees.begin(), space.degrees.end(), p.degree);
+  if (it != space.degrees.end() && size_t(it - space.degrees.begin()) < space.modes.size())
+    os << "r=" << space.modes[size_t(it - space.degrees.begin())] << " ";
+  os << "P=" << p.degree << " d=" << p.pipeline << " a2a=" << to_string(p.algo);
+  return os.str();
+}
+
+AllToAllAlgo algo_from(const std::string& s) {
+  for (const AllToAllAlgo a : {AllToAllAlgo::Linear, AllToAllAlgo::TwoDH, AllToAllAlgo::FlowSplit})
+    if (s == to_string(a)) return a;
+  throw ConfigError("unknown all-to-all algorithm '" + s + "'");
+}
+
+}  // namespace
+
+TuneDims tune_dims(const MoeConfig& moe, const ParallelConfig& parallel) {
+  TuneDims d;
+  d.degree = moe.parallel_mode == MoeConfig::kAutoParallelMode && parallel.ep == 1;
+  d.pipeline = moe.pipeline_degree == MoeConfig::kAutoPipelineDegree;
+  d.algo = parallel.a2a_algo == AllToAllAlgo::Auto;
+  return d;
+}
+
+// ---- the search ----
+
+bool TuningSpace::contains(const ExpertPlan& plan) const {
+  const auto it = std::find(degrees.begin(), degrees.end(), plan.degree);
+  if (it == degrees.end()) return false;
+  if (plan.degree == 1) return true;  // no exchange: d and the algorithm do not apply
+  const auto& a = algos[size_t(it - degrees.begin())];
+  return std::find(pipelines.begin(), pipelines.end(), plan.pipeline) != pipelines.end() &&
+         std::find(a.begin(), a.end(), plan.algo) != a.end();
+}
+
+PlanSearch::PlanSearch(TuningSpace space, int samples) : space_(std::move(space)), samples_(samples) {
+  SY_REQUIRE(!space_.degrees.empty() && !space_.pipelines.empty() && space_.algos.size() == space_.degrees.size(),
+             "tuning space needs degrees, pipelines and one algorithm list per degree");
+  SY_REQUIRE(samples_ >= 1, "tuning samples must be at least 1, got " << samples_);
+  for (const auto& a : space_.algos) SY_REQUIRE(!a.empty(), "tuning space: a degree without algorithms");
+}
+
+ExpertPlan PlanSearch::base(int degree) const {
+  if (degree == 1) return {1, 1, AllToAllAlgo::Linear};
+  const size_t i = size_t(std::find(space_.degrees.begin(), space_.degrees.end(), degree) - space_.degrees.begin());
+  const auto& algos = space_.algos[i];
+  const bool has1 = std::find(space_.pipelines.begin(), space_.pipelines.end(), 1) != space_.pipelines.end();
+  const bool linear = std::find(algos.begin(), algos.end(), AllToAllAlgo::Linear) != algos.end();
+  return {degree, has1 ? 1 : space_.pipelines.front(), linear ? AllToAllAlgo::Linear : algos.front()};
+}
+
+std::optional<double> PlanSearch::timed(const ExpertPlan& plan) const {
+  for (const auto& [p, s] : timings_)
+    if (p == plan) {
+      if (int(s.size()) < samples_) return std::nullopt;
+      return *std::min_element(s.begin(), s.end());
+    }
+  return std::nullopt;
+}
+
+double PlanSearch::seconds(const ExpertPlan& plan) const {
+  return timed(plan).value_or(std::numeric_limits<double>::infinity());
+}
+
+void PlanSearch::record(const ExpertPlan& plan, double seconds) {
+  for (auto& [p, s] : timings_)
+    if (p == plan) {
+      s.push_back(seconds);
+      return;
+    }
+  timings_.push_back({plan, {seconds}});
+}
+
+int PlanSearch::plans_timed() const {
+  int n = 0;
+  for (const auto& [p, s] : timings_) n += int(s.size()) >= samples_;
+  return n;
+}
+
+int PlanSearch::trials() const {
+  int n = 0;
+  for (const auto& [p, s] : timings_) n += int(s.size());
+  return n;
+}
+
+std::optional<ExpertPlan> PlanSearch::next() const {
+  // Replays the search over the timings so far; the first plan without its
+  // samples is the next to time.
+  const std::vector<int>& D = space_.degrees;
+  // 1. Ternary search over the degrees, at each degree's base plan.
+  int lo = 0, hi = int(D.size()) - 1;
+  while (hi - lo > 2) {
+    const int m1 = lo + (hi - lo) / 3, m2 = hi - (hi - lo) / 3;
+    const ExpertPlan p1 = base(D[size_t(m1)]), p2 = base(D[size_t(m2)]);
+    const auto t1 = timed(p1);
+    if (!t1) return p1;
+    const auto t2 = timed(p2);
+    if (!t2) return p2;
+    if (*t1 < *t2) hi = m2 - 1;
+    else lo = m1 + 1;
+  }
+  int best = lo;
+  for (int i = lo; i <= hi; ++i) {
+    const ExpertPlan p = base(D[size_t(i)]);
+    const auto t = timed(p);
+    if (!t) return p;
+    if (*t < seconds(base(D[size_t(best)]))) best = i;
+  }
+  // 2. Every (d, algorithm) at the best degree.
+  const int P = D[size_t(best)];
+  if (P == 1) return std::nullopt;
+  for (const int d : space_.pipelines)
+    for (const AllToAllAlgo a : space_.algos[size_t(best)]) {
+      const ExpertPlan p{P, d, a};
+      if (!timed(p)) return p;
+    }
+  return std::nullopt;
+}
+
+ExpertPlan PlanSearch::best() const {
+  std::optional<ExpertPlan> out;
+  double t = std::numeric_limits<double>::infinity();
+  for (const auto& [p, s] : timings_)
+    if (const auto v = timed(p); v && *v < t) {
+      t = *v;
+      out = p;
+    }
+  SY_REQUIRE(out.has_value(), "tuner: no plan has been timed");
+  return *out;
+}
+
+// ---- the tuner ----
+
+Tuner::Tuner(Communicator& agree, int world_size, TunerOptions options)
+    : agree_(agree), world_size_(world_size), options_(std::move(options)) {
+  SY_CHECK_AS(ConfigError, options_.samples >= 1,
+              "parallel.tuning_samples = " << options_.samples << ": expected at least 1");
+  if (options_.file.empty()) return;
+  // Rank 0 reads; the text (or -1: no file) travels to every rank.
+  std::string text;
+  int64_t size = -1;
+  if (agree_.rank() == 0) {
+    std::ifstream in(options_.file, std::ios::binary);
+    if (in) {
+      std::ostringstream os;
+      os << in.rdbuf();
+      text = os.str();
+      size = int64_t(text.size());
+    }
+  }
+  agree_.broadcast(&size, 1, ElemType::I64, 0);
+  if (size < 0) {
+    SY_LOG_INFO("tuner: no table at " << options_.file << " yet; tuning in the first steps and saving it there");
+    return;
+  }
+  text.resize(size_t(size));
+  if (size > 0) agree_.broadcast(text.data(), size, ElemType::U8, 0);
+  load_text(text, options_.file);
+}
+
+void Tuner::load_text(const std::string& text, const std::string& origin) {
+  std::istringstream in(text);
+  std::string line;
+  int lineno = 0, world = -1, loaded = 0;
+  std::map<Key, Entry> entries;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string word;
+    ls >> word;
+    auto bad = [&](const std::string& why) {
+      return ConfigError("parallel.tuning_file " + origin + " line " + std::to_string(lineno) + ": " + why +
+                         " (delete the file to tune afresh)");
+    };
+    if (word == "world") {
+      if (!(ls >> world) || world < 1) throw bad("expected 'world N'");
+      continue;
+    }
+    if (word != "layer") throw bad("expected 'world' or 'layer', got '" + word + "'");
+    int layer = -1, degree = 0, d = 0;
+    int64_t bucket = -1;
+    std::string k1, k2, k3, k4, k5, algo, k6;
+    double ms = 0;
+    ls >> layer >> k1 >> bucket >> k2 >> degree >> k3 >> d >> k4 >> algo >> k5 >> ms;
+    if (!ls || layer < 0 || bucket < 0 || degree < 1 || k1 != "bucket" || k2 != "degree" || k3 != "d" ||
+        k4 != "a2a" || k5 != "ms" || !(d == 1 || d == 2 || d == 4 || d == 8))
+      throw bad("expected 'layer L bucket B degree P d D a2a ALGO ms T'");
+    Entry e;
+    try {
+      e.choice = ExpertPlan{degree, d, algo_from(algo)};
+    } catch (const ConfigError& err) {
+      throw bad(err.what());
+    }
+    e.ms = ms;
+    e.loaded = true;
+    entries[{layer, bucket}] = std::move(e);
+    ++loaded;
+  }
+  if (world != world_size_) {
+    if (agree_.rank() == 0)
+      SY_LOG_WARN("tuner: " << origin << " was tuned for " << (world < 0 ? std::string("an unknown number of")
+                                                                         : std::to_string(world))
+                          << " ranks, this run has " << world_size_ << "; ignoring it and tuning afresh");
+    return;
+  }
+  entries_ = std::move(entries);
+  SY_LOG_INFO("tuner: loaded " << loaded << " decision(s) from " << origin);
+}
+
+ExpertPlan Tuner::plan(int layer, int64_t capacity, const TuningSpace& space, bool trial) {
+  open_.erase(layer);
+  int64_t bucket = std::max<int64_t>(0, capacity) / kCapacityBucket;
+  agree_.allreduce(&bucket, &bucket, 1, ElemType::I64, ReduceOp::Max);
+  const Key key{layer, bucket};
+  Entry& e = entries_[key];
+  if (e.choice && e.loaded && !space.contains(*e.choice)) {
+    if (agree_.rank() == 0)
+      SY_LOG_WARN("tuner: layer " << layer << " capacity bucket " << bucket << ": the saved plan "
+                                << plan_text(space, *e.choice) << " is not available in this run; tuning it afresh");
+    e = Entry{};
+  }
+  if (e.choice) return *e.choice;
+  if (!e.search) e.search.emplace(space, options_.samples);
+  const std::optional<ExpertPlan> next = e.search->next();
+  if (!next) {  // decided by trials already recorded (cannot happen after finish_trial, kept for safety)
+    decide(key, e);
+    return *e.choice;
+  }
+  if (!trial) {
+    // Not a trial (evaluation): the fastest so far, else the start of the search.
+    return e.search->plans_timed() > 0 ? e.search->best() : *next;
+  }
+  open_[layer] = std::make_pair(key, *next);
+  return *next;
+}
+
+void Tuner::finish_trial(int layer, double seconds) {
+  const auto it = open_.find(layer);
+  SY_REQUIRE(it != open_.end(), "tuner: finish_trial for layer " << layer << " without an open trial");
+  const auto [key, plan] = it->second;
+  open_.erase(it);
+  agree_.allreduce(&seconds, &seconds, 1, ElemType::F64, ReduceOp::Max);
+  Entry& e = entries_.at(key);
+  e.search->record(plan, seconds);
+  if (!e.search->next()) decide(key, e);
+}
+
+void Tuner::decide(const Key& key, Entry& e) {
+  const PlanSearch& s = *e.search;
+  e.choice = s.best();
+  e.ms = 1e3 * s.seconds(*e.choice);
+  const TuningSpace& space = s.space();
+  // The plain plan for comparison: d = 1 linear at the chosen degree.
+  const ExpertPlan plain{e.choice->degree, 1, AllToAllAlgo::Linear};
+  std::ostringstream os;
+  os << "tuner: layer " << key.first << ", capacity " << key.second * kCapacityBucket << "-"
+     << (key.second + 1) * kCapacityBucket - 1 << ": " << plan_text(space, *e.choice) << ", "
+     << ms_text(s.seconds(*e.choice)) << " per forward+backward";
+  if (!(plain == *e.choice) && std::isfinite(s.seconds(plain)))
+    os << " (d=1 linear " << ms_text(s.seconds(plain)) << ", " << std::fixed << std::setprecision(2)
+       << s.seconds(plain) / s.seconds(*e.choice) << "x)";
+  os << "; " << s.plans_timed() << " plans, " << s.trials() << " trials";
+  log_.push_back(os.str());
+  SY_LOG_INFO(os.str());
+  save();
+}
+
+std::optional<ExpertPlan> Tuner::decided(int layer, int64_t capacity) const {
+  const auto it = entries_.find({layer, std::max<int64_t>(0, capacity) / kCapacityBucket});
+  if (it == entries_.end()) return std::nullopt;
+  return it->second.choice;
+}
+
+bool Tuner::tuning() const {
+  for (const auto& [k, e] : entries_)
+    if (!e.choice) return true;
+  return false;
+}
+
+std::string Tuner::table() const {
+  std::ostringstream os;
+  os << "# switchyard tuning table (parallel.tuning_file): per MoE layer and capacity bucket\n"
+        "# (capacity / "
+     << kCapacityBucket
+     << "), the exchange degree P, pipeline degree d and all-to-all algorithm,\n"
+        "# and the measured milliseconds per forward + backward. Delete it to tune afresh.\n";
+  os << "world " << world_size_ << "\n";
+  for (const auto& [k, e] : entries_)
+    if (e.choice)
+      os << "layer " << k.first << " bucket " << k.second << " degree " << e.choice->degree << " d "
+         << e.choice->pipeline << " a2a " << to_string(e.choice->algo) << " ms " << std::setprecision(6) << e.ms
+         << "\n";
+  return os.str();
+}
+
+void Tuner::save() const {
+  if (options_.file.empty() || !options_.writer) return;
+  // Written whole to a temporary and renamed, so a reader never sees half a table.
+  const std::string tmp = options_.file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << table();
+    out.flush();
+    if (!out) {
+      SY_LOG_WARN("tuner: cannot write " << tmp << "; the decisions stay in this run only");
+      return;
+    }
+  }
+  if (std::rename(tmp.c_str(), options_.file.c_str()) != 0)
+    SY_LOG_WARN("tuner: cannot rename " << tmp << " to " << options_.file << "; the decisions stay in this run only");
+}
+
+}  // namespace sy::par

@@ -1,0 +1,141 @@
+// The run-time tuner of the MoE expert stage (DESIGN.md section 4): for each
+// (MoE layer, floor(capacity / 128)) it picks the exchange degree P (DESIGN.md's
+// mode r), the pipeline degree d and the all-to-all algorithm by timing trials
+// in the first training steps, whenever moe.parallel_mode, moe.pipeline_degree
+// or parallel.a2a_algo is auto.
+//
+// The search, per key: first a ternary search over the degrees (ascending r)
+// at d = 1 and linear (or the fixed ones); then, at the best degree, every
+// (d, algorithm) pair; the choice is the fastest plan timed. A plan is timed
+// tuning_samples times (the fastest counts: the first use of a plan pays for
+// buffers and connections); one sample is one forward + backward of the layer
+// on a micro-batch, and its time is the slowest rank's (MAX over the agreement
+// group), so every rank records the same numbers and takes the same decisions.
+// Each decision is logged in one line and, with parallel.tuning_file, saved;
+// a later run that loads the table starts tuned (no trials for its keys).
+//
+// Collectives: plan() agrees on the key (MAX of the capacity bucket, one
+// 8-byte allreduce per call) and finish_trial() on the time. Every rank of the
+// agreement group calls them for the same layers in the same order (every
+// rank runs every MoE layer's forward and backward, as the layer needs anyway).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/config.hpp"
+#include "parallel/communicator.hpp"
+
+namespace sy::par {
+
+// One way to run an MoE layer's expert stage.
+struct ExpertPlan {
+  int degree = 1;  // P, the token exchange's ranks (1 = no exchange: every expert gathered)
+  int pipeline = 1;  // d, chunks of the exchange
+  AllToAllAlgo algo = AllToAllAlgo::Linear;
+  bool operator==(const ExpertPlan&) const = default;
+};
+
+// The plans a layer may run. degrees ascending, with their r (modes, same
+// length) for the log; algos[i] the algorithms the exchange group of degrees[i]
+// supports (a subset of the candidates), pipelines the d to try.
+struct TuningSpace {
+  std::vector<int> degrees, modes;
+  std::vector<int> pipelines;
+  std::vector<std::vector<AllToAllAlgo>> algos;
+  bool contains(const ExpertPlan& plan) const;
+};
+
+// The search for one key, a pure function of the timings recorded so far
+// (tested on its own with synthetic costs).
+class PlanSearch {
+ public:
+  explicit PlanSearch(TuningSpace space, int samples = 3);
+  // The plan to time next, or nullopt once decided.
+  std::optional<ExpertPlan> next() const;
+  void record(const ExpertPlan& plan, double seconds);
+  // The fastest plan timed (its full samples); only after next() is nullopt.
+  ExpertPlan best() const;
+  double seconds(const ExpertPlan& plan) const;  // fastest sample; infinity when untimed
+  int plans_timed() const;
+  int trials() const;  // samples recorded
+  const TuningSpace& space() const { return space_; }
+
+ private:
+  std::optional<double> timed(const ExpertPlan& plan) const;  // once all samples are in
+  ExpertPlan base(int degree) const;                          // d = 1 and linear, or the first candidates
+  TuningSpace space_;
+  int samples_;
+  std::vector<std::pair<ExpertPlan, std::vector<double>>> timings_;
+};
+
+// Which of an MoE layer's choices the tuner makes: moe.parallel_mode = auto
+// with parallel.ep = 1 (parallel.ep > 1 is the user's exchange degree),
+// moe.pipeline_degree = auto, parallel.a2a_algo = auto.
+struct TuneDims {
+  bool degree = false, pipeline = false, algo = false;
+  bool any() const { return degree || pipeline || algo; }
+};
+TuneDims tune_dims(const MoeConfig& moe, const ParallelConfig& parallel);
+
+struct TunerOptions {
+  int samples = 3;        // parallel.tuning_samples
+  std::string file;       // parallel.tuning_file; empty = keep nothing
+  bool writer = false;    // this rank writes the file (world rank 0)
+};
+
+class Tuner {
+ public:
+  static constexpr int64_t kCapacityBucket = 128;
+
+  // Loads options.file when it exists (read by the group's rank 0 and
+  // broadcast, so the ranks need no shared file system for it): a table
+  // tuned for another world size is ignored with a warning, a malformed one
+  // is a ConfigError naming the line. Collective over `agree`.
+  Tuner(Communicator& agree, int world_size, TunerOptions options);
+
+  // The plan for `layer` at this capacity. While its key is still tuned and
+  // `trial` is true (a training forward, followed by its backward), it is the
+  // next plan to time and the layer's trial is open until finish_trial()
+  // (each layer has its own: a model runs every forward before the
+  // backwards). Collective.
+  ExpertPlan plan(int layer, int64_t capacity, const TuningSpace& space, bool trial);
+  bool trial_open(int layer) const { return open_.count(layer) > 0; }
+  // Ends the layer's open trial with this rank's seconds (agreed by MAX;
+  // collective); a decision is logged and saved.
+  void finish_trial(int layer, double seconds);
+  // Drops the layer's open trial (a forward not followed by backward). Local.
+  void cancel_trial(int layer) { open_.erase(layer); }
+
+  // The decided plan of a key, if any.
+  std::optional<ExpertPlan> decided(int layer, int64_t capacity) const;
+  bool tuning() const;  // some key seen is not decided yet
+  // The table as the file holds it.
+  std::string table() const;
+  const std::vector<std::string>& decisions() const { return log_; }  // the logged lines
+
+ private:
+  using Key = std::pair<int, int64_t>;  // (layer, capacity bucket)
+  struct Entry {
+    std::optional<PlanSearch> search;  // while tuning (or after, for the log)
+    std::optional<ExpertPlan> choice;
+    double ms = 0;  // the choice's time per forward + backward
+    bool loaded = false;
+  };
+  void load_text(const std::string& text, const std::string& origin);
+  void decide(const Key& key, Entry& entry);
+  void save() const;
+
+  Communicator& agree_;
+  int world_size_;
+  TunerOptions options_;
+  std::map<Key, Entry> entries_;
+  std::map<int, std::pair<Key, ExpertPlan>> open_;  // per layer
+  std::vector<std::string> log_;
+};
+
+}  // namespace sy::par
