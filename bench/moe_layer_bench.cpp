@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -136,30 +137,38 @@ int moe_layer_main(const std::vector<std::string>& args) {
     b = seconds_since(t1);
     layer.on_optimizer_step();
   };
-  auto measure = [&]() {
-    Series r;
-    for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it) {
-      double f = 0, b = 0;
-      one_step(f, b);
-      if (it < config.bench.warmup) continue;
-      r.fwd.push_back(f);
-      r.bwd.push_back(b);
-      r.step.push_back(f + b);
-      const auto& tm = layer.times();
-      r.expert_s.push_back(tm.experts_s - tm.a2a_s - tm.gather_s);  // the expert stage without communication
-      r.stage_s.push_back(tm.experts_s - tm.gather_s);             // the expert stage with its token exchange
-      r.outside_s.push_back(tm.router_s + tm.dispatch_s + tm.combine_s);
-      r.a2a_s.push_back(tm.a2a_s);
-      r.gather_s.push_back(tm.gather_s);
-      const double shared = mc.num_shared_experts > 0
-                                ? moe::experts_forward_flops({1, M, mc.num_shared_experts * int64_t(mc.hidden_size),
-                                                              mc.activation},
-                                                             T)
-                                : 0.0;
-      flops = 3.0 * (layer.stats().expert_flops_forward + shared);  // backward = 2x forward
-    }
-    return r;
+  // Timed series of several ways to run the layer, interleaved step by step
+  // (a plan's steps see the same machine as the others'): setups[i]() sets
+  // way i up before each of its steps; medians over bench.steps after
+  // bench.warmup rounds.
+  auto measure_all = [&](const std::vector<std::function<void()>>& setups) {
+    std::vector<Series> out(setups.size());
+    for (int it = 0; it < config.bench.warmup + config.bench.steps; ++it)
+      for (size_t i = 0; i < setups.size(); ++i) {
+        setups[i]();
+        double f = 0, b = 0;
+        one_step(f, b);
+        if (it < config.bench.warmup) continue;
+        Series& r = out[i];
+        r.fwd.push_back(f);
+        r.bwd.push_back(b);
+        r.step.push_back(f + b);
+        const auto& tm = layer.times();
+        r.expert_s.push_back(tm.experts_s - tm.a2a_s - tm.gather_s);  // the expert stage without communication
+        r.stage_s.push_back(tm.experts_s - tm.gather_s);             // the expert stage with its token exchange
+        r.outside_s.push_back(tm.router_s + tm.dispatch_s + tm.combine_s);
+        r.a2a_s.push_back(tm.a2a_s);
+        r.gather_s.push_back(tm.gather_s);
+        const double shared =
+            mc.num_shared_experts > 0
+                ? moe::experts_forward_flops({1, M, mc.num_shared_experts * int64_t(mc.hidden_size), mc.activation},
+                                             T)
+                : 0.0;
+        flops = 3.0 * (layer.stats().expert_flops_forward + shared);  // backward = 2x forward
+      }
+    return out;
   };
+  auto measure = [&]() { return measure_all({[] {}})[0]; };
   // A fixed plan, the tuner detached.
   auto apply = [&](const par::ExpertPlan& p) {
     layer.set_tuner(nullptr, 0, {});
@@ -167,11 +176,9 @@ int moe_layer_main(const std::vector<std::string>& args) {
     layer.set_pipeline_degree(p.pipeline);
     layer.set_alltoall(p.algo);
   };
+  // DESIGN.md's r of exchange degree P (models/expert_layout.hpp).
   auto mode_of = [&](int degree) {
-    const auto& sp = layer.tuning_space();
-    for (size_t i = 0; i < sp.degrees.size(); ++i)
-      if (sp.degrees[i] == degree) return sp.modes[i];
-    return -1;
+    return degree == 1 ? 0 : degree / static_cast<int>(std::min<int64_t>(mc.num_experts, layer.layout().world()));
   };
   // Overlap efficiency = (t_comm + t_compute - t_total) / min(t_comm, t_compute),
   // with t_comm the token exchange and t_compute the experts of d = 1, and
@@ -210,28 +217,37 @@ int moe_layer_main(const std::vector<std::string>& args) {
     chosen = *tuner->decided(0, layer.stats().capacity);
     if (chosen.degree == 1) chosen.pipeline = 1, chosen.algo = AllToAllAlgo::Linear;  // no exchange
     d = chosen.pipeline;
-    s_run = measure();  // the tuned layer, tuner attached (decided: no trials)
     const par::TuningSpace space = layer.tuning_space();
-    apply({chosen.degree, 1, AllToAllAlgo::Linear});
-    const Series one = measure();
-    d1_step = median(one.step);
-    overlap = overlap_of(one, s_run);
+    // The tuned layer (tuner attached, decided: no trials) against d = 1
+    // linear at the same r, interleaved.
+    const par::ExpertPlan plain{chosen.degree, 1, AllToAllAlgo::Linear};
+    const std::vector<Series> pair =
+        measure_all({[&] { apply(chosen), layer.set_tuner(tuner.get(), 0, dims); }, [&] { apply(plain); }});
+    s_run = pair[0];
+    d1_step = median(pair[1].step);
+    overlap = overlap_of(pair[1], s_run);
     if (sweep) {
+      // Every plan the tuner could pick, interleaved round by round.
+      std::vector<par::ExpertPlan> plans;
       for (size_t i = 0; i < space.degrees.size(); ++i) {
         const int P = space.degrees[i];
         for (const int pd : P == 1 ? std::vector<int>{1} : space.pipelines)
-          for (const AllToAllAlgo a : P == 1 ? std::vector<AllToAllAlgo>{AllToAllAlgo::Linear} : space.algos[i]) {
-            apply({P, pd, a});
-            const Series sw = measure();
-            swept.push_back({{P, pd, a}, median(sw.step)});
-            if (rt.rank == 0 && json) {
-              JsonLine l;
-              l.add("bench", "moe-layer-sweep").add("ranks", rt.world_size).add("parallel_mode", mode_of(P));
-              l.add("expert_degree", P).add("pipeline_degree", pd).add("a2a_algo", to_string(a));
-              l.add("step_ms", 1e3 * median(sw.step));
-              std::cout << l.str() << "\n" << std::flush;
-            }
-          }
+          for (const AllToAllAlgo a : P == 1 ? std::vector<AllToAllAlgo>{AllToAllAlgo::Linear} : space.algos[i])
+            plans.push_back({P, pd, a});
+      }
+      std::vector<std::function<void()>> setups;
+      for (const auto& p : plans) setups.push_back([&, p] { apply(p); });
+      const std::vector<Series> all = measure_all(setups);
+      for (size_t i = 0; i < plans.size(); ++i) {
+        const par::ExpertPlan& p = plans[i];
+        swept.push_back({p, median(all[i].step)});
+        if (rt.rank == 0 && json) {
+          JsonLine l;
+          l.add("bench", "moe-layer-sweep").add("ranks", rt.world_size).add("parallel_mode", mode_of(p.degree));
+          l.add("expert_degree", p.degree).add("pipeline_degree", p.pipeline).add("a2a_algo", to_string(p.algo));
+          l.add("step_ms", 1e3 * median(all[i].step));
+          std::cout << l.str() << "\n" << std::flush;
+        }
       }
     }
     apply(chosen);  // the figures below describe the pick
@@ -240,14 +256,15 @@ int moe_layer_main(const std::vector<std::string>& args) {
   } else {
     // With a fixed d > 1 the same layer also runs d = 1 first, in this run.
     if (d > 1) {
-      layer.set_pipeline_degree(1);
-      const Series one = measure();
-      d1_step = median(one.step);
+      const std::vector<Series> pair =
+          measure_all({[&] { layer.set_pipeline_degree(d); }, [&] { layer.set_pipeline_degree(1); }});
+      s_run = pair[0];
+      d1_step = median(pair[1].step);
+      overlap = overlap_of(pair[1], s_run);
       layer.set_pipeline_degree(d);
-      const Series piped = measure();
-      overlap = overlap_of(one, piped);
+    } else {
+      s_run = measure();
     }
-    s_run = measure();
   }
   const std::vector<double>&fwd = s_run.fwd, &bwd = s_run.bwd, &step = s_run.step, &expert_s = s_run.expert_s,
                            &outside_s = s_run.outside_s, &a2a_s = s_run.a2a_s, &gather_s = s_run.gather_s;

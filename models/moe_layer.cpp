@@ -183,6 +183,8 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_to
   handle_.chunk_ex_offset.resize(kMaxChunks * max_local);
   handle_.chunk_ex_count.resize(kMaxChunks * max_local);
   pending_.reserve(2 * kMaxChunks);
+  block_offset_.resize(max_local);
+  block_count_.resize(max_local);
   scratch_counts_.resize(4 * size_t(max_degree));
   if (config.pipeline_degree != MoeConfig::kAutoPipelineDegree) set_pipeline_degree(config.pipeline_degree);
   // Warm the router output's vectors to their largest size.
@@ -920,10 +922,23 @@ void MoeLayer<T>::run_pipeline(bool backward, const T* rows, T* out) {
       dispatch_at = pending_.size() - 1;
     }
     reorder_chunk(h, c, M, stage_, incoming, true);
-    const int64_t* offset = h.chunk_ex_offset.data() + c * El;
-    const int64_t* count = h.chunk_ex_count.data() + c * El;
-    if (backward) run_experts_backward(offset, count, ex_x_, ex_y_, ex_dx_);
-    else run_experts_forward(offset, count, ex_x_, ex_y_);
+    // The chunk's experts in row blocks, with the exchanges in flight polled
+    // between blocks: MPI moves a non-blocking exchange only inside MPI
+    // calls, so without polls a transfer would wait for the next chunk
+    // boundary. Rows are independent, and weight gradients accumulate, so
+    // the blocks compute exactly what one call would.
+    for (int b = 0; b < kPollBlocks; ++b) {
+      int64_t* offset = block_offset_.data();
+      int64_t* count = block_count_.data();
+      for (int64_t j = 0; j < El; ++j) {
+        const int64_t n = h.chunk_ex_count[c * El + j], lo = n * b / kPollBlocks, hi = n * (b + 1) / kPollBlocks;
+        offset[j] = h.chunk_ex_offset[c * El + j] + lo;
+        count[j] = hi - lo;
+      }
+      if (backward) run_experts_backward(offset, count, ex_x_, ex_y_, ex_dx_);
+      else run_experts_forward(offset, count, ex_x_, ex_y_);
+      for (auto& r : pending_) r->test();
+    }
     reorder_chunk(h, c, M, ret_, results, false);
     exchange(c, false, ret_, back);
   }

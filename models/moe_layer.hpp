@@ -340,6 +340,8 @@ class MoeLayer {
   par::TuningSpace tuning_space_;
   double trial_forward_s_ = 0;  // the open trial's forward time
   std::vector<par::RequestPtr> pending_;  // pipelining: exchanges in flight
+  static constexpr int kPollBlocks = 4;   // pipelining: row blocks of a chunk's experts, polls between
+  std::vector<int64_t> block_offset_, block_count_;  // (El) one row block's rows per local expert
   std::vector<int64_t> scratch_counts_;   // (4 P) one chunk exchange's counts and displacements
   std::vector<T> dweight_;             // (max slots)
   std::vector<int64_t> slot_row_;      // (max slots)
