@@ -151,6 +151,9 @@ ExpertPlan PlanSearch::best() const {
       out = p;
     }
   SY_REQUIRE(out.has_value(), "tuner: no plan has been timed");
+  // Near-ties go to the plain plan of the same degree.
+  const ExpertPlan plain = base(out->degree);
+  if (const auto p = timed(plain); p && *p <= t * (1.0 + kPlainMargin)) return plain;
   return *out;
 }
 

@@ -6,7 +6,8 @@
 //
 // The search, per key: first a ternary search over the degrees (ascending r)
 // at d = 1 and linear (or the fixed ones); then, at the best degree, every
-// (d, algorithm) pair; the choice is the fastest plan timed. A plan is timed
+// (d, algorithm) pair; the choice is the fastest plan timed (the plain d = 1
+// linear plan of that degree when within 3% of it). A plan is timed
 // tuning_samples times (the fastest counts: the first use of a plan pays for
 // buffers and connections); one sample is one forward + backward of the layer
 // on a micro-batch, and its time is the slowest rank's (MAX over the agreement
@@ -58,7 +59,11 @@ class PlanSearch {
   // The plan to time next, or nullopt once decided.
   std::optional<ExpertPlan> next() const;
   void record(const ExpertPlan& plan, double seconds);
-  // The fastest plan timed (its full samples); only after next() is nullopt.
+  // The fastest plan timed (its full samples), except that the plain plan of
+  // its degree (d = 1 and linear, or the fixed ones) wins when it is within
+  // kPlainMargin of it: trials are noisy, and a plan that is not clearly
+  // faster is not worth its chunks. Only after next() is nullopt.
+  static constexpr double kPlainMargin = 0.03;
   ExpertPlan best() const;
   double seconds(const ExpertPlan& plan) const;  // fastest sample; infinity when untimed
   int plans_timed() const;

@@ -106,6 +106,20 @@ TEST(TunerSearch, EachPlanIsTimedSamplesTimesAndTheFastestSampleCounts) {
   EXPECT_EQ(search.trials(), 18);
 }
 
+// Noise-sized wins do not count: a plan 2% faster than d = 1 linear at the
+// same degree loses to it; 5% faster wins.
+TEST(TunerSearch, PlainPlanWinsNearTies) {
+  for (const double gain : {0.02, 0.05}) {
+    PlanSearch search(space_of({4}, {1, 2}), 1);
+    drive(search, [&](const ExpertPlan& p) {
+      return p.pipeline == 2 && p.algo == AllToAllAlgo::TwoDH ? 1.0 - gain : 1.0 + 0.01 * int(p.algo);
+    });
+    const ExpertPlan want = gain < PlanSearch::kPlainMargin ? ExpertPlan{4, 1, AllToAllAlgo::Linear}
+                                                            : ExpertPlan{4, 2, AllToAllAlgo::TwoDH};
+    EXPECT_EQ(search.best(), want) << "gain " << gain;
+  }
+}
+
 TEST(TunerSearch, NoExchangeNeedsNoPipelineOrAlgorithmTrials) {
   PlanSearch search(space_of({1, 2, 4}), 1);
   const auto asked = drive(search, [](const ExpertPlan& p) { return double(p.degree) + 0.01 * p.pipeline; });
