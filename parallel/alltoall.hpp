@@ -10,7 +10,8 @@
 //              sender's leaf go direct; the flows to each other leaf fill the s
 //              paths to exactly 1/s of their bytes each, in order, split at path
 //              boundaries; every sub-flow is its own message tagged with its path;
-//   auto       linear (MPI) until the run-time tuner picks one.
+//   auto       linear here; the MoE layer's run-time tuner (parallel/tuner.hpp)
+//              picks among the others per layer.
 // Every algorithm delivers exactly the bytes MPI_Alltoallv delivers for the same
 // counts and displacements (tests/parallel/AllToAllMpiTest.cpp).
 //
@@ -88,8 +89,8 @@ class AllToAll {
   bool in_flight_ = false;
 };
 
-// The algorithm for algo over group (auto = linear until the run-time tuner
-// exists). Collective over the group (2dh splits it into node and cross
+// The algorithm for algo over group (auto = linear: the tuner chooses an
+// algorithm, not this factory). Collective over the group (2dh splits it into node and cross
 // groups). Throws ConfigError when the group does not split into whole nodes
 // (2dh) or leaves (flowsplit).
 std::unique_ptr<AllToAll> make_alltoall(AllToAllAlgo algo, Communicator& group, const AllToAllTopology& topology);

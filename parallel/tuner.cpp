@@ -108,38 +108,52 @@ int PlanSearch::trials() const {
   return n;
 }
 
+int PlanSearch::samples_of(const ExpertPlan& plan) const {
+  for (const auto& [p, s] : timings_)
+    if (p == plan) return int(s.size());
+  return 0;
+}
+
+// Of plans that still need samples, the one with the fewest (the first on a
+// tie): the samples of the plans being compared interleave, so a slow stretch
+// of the machine does not fall on one plan only.
+std::optional<ExpertPlan> PlanSearch::neediest(const std::vector<ExpertPlan>& plans) const {
+  std::optional<ExpertPlan> out;
+  int fewest = samples_;
+  for (const ExpertPlan& p : plans)
+    if (const int n = samples_of(p); n < fewest) {
+      fewest = n;
+      out = p;
+    }
+  return out;
+}
+
 std::optional<ExpertPlan> PlanSearch::next() const {
-  // Replays the search over the timings so far; the first plan without its
-  // samples is the next to time.
+  // Replays the search over the timings so far; the plans it compares at a
+  // point where some lack their samples give the next plan to time.
   const std::vector<int>& D = space_.degrees;
   // 1. Ternary search over the degrees, at each degree's base plan.
   int lo = 0, hi = int(D.size()) - 1;
   while (hi - lo > 2) {
     const int m1 = lo + (hi - lo) / 3, m2 = hi - (hi - lo) / 3;
     const ExpertPlan p1 = base(D[size_t(m1)]), p2 = base(D[size_t(m2)]);
-    const auto t1 = timed(p1);
-    if (!t1) return p1;
-    const auto t2 = timed(p2);
-    if (!t2) return p2;
-    if (*t1 < *t2) hi = m2 - 1;
+    if (const auto need = neediest({p1, p2})) return need;
+    if (*timed(p1) < *timed(p2)) hi = m2 - 1;
     else lo = m1 + 1;
   }
+  std::vector<ExpertPlan> last;
+  for (int i = lo; i <= hi; ++i) last.push_back(base(D[size_t(i)]));
+  if (const auto need = neediest(last)) return need;
   int best = lo;
-  for (int i = lo; i <= hi; ++i) {
-    const ExpertPlan p = base(D[size_t(i)]);
-    const auto t = timed(p);
-    if (!t) return p;
-    if (*t < seconds(base(D[size_t(best)]))) best = i;
-  }
+  for (int i = lo; i <= hi; ++i)
+    if (*timed(base(D[size_t(i)])) < *timed(base(D[size_t(best)]))) best = i;
   // 2. Every (d, algorithm) at the best degree.
   const int P = D[size_t(best)];
   if (P == 1) return std::nullopt;
+  std::vector<ExpertPlan> pairs;
   for (const int d : space_.pipelines)
-    for (const AllToAllAlgo a : space_.algos[size_t(best)]) {
-      const ExpertPlan p{P, d, a};
-      if (!timed(p)) return p;
-    }
-  return std::nullopt;
+    for (const AllToAllAlgo a : space_.algos[size_t(best)]) pairs.push_back({P, d, a});
+  return neediest(pairs);
 }
 
 ExpertPlan PlanSearch::best() const {

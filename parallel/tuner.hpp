@@ -9,7 +9,8 @@
 // (d, algorithm) pair; the choice is the fastest plan timed (the plain d = 1
 // linear plan of that degree when within 3% of it). A plan is timed
 // tuning_samples times (the fastest counts: the first use of a plan pays for
-// buffers and connections); one sample is one forward + backward of the layer
+// buffers and connections), the samples of the plans compared at each point
+// taken in turn (one of each, then the second of each, ...); one sample is one forward + backward of the layer
 // on a micro-batch, and its time is the slowest rank's (MAX over the agreement
 // group), so every rank records the same numbers and takes the same decisions.
 // Each decision is logged in one line and, with parallel.tuning_file, saved;
@@ -72,6 +73,8 @@ class PlanSearch {
 
  private:
   std::optional<double> timed(const ExpertPlan& plan) const;  // once all samples are in
+  int samples_of(const ExpertPlan& plan) const;
+  std::optional<ExpertPlan> neediest(const std::vector<ExpertPlan>& plans) const;
   ExpertPlan base(int degree) const;                          // d = 1 and linear, or the first candidates
   TuningSpace space_;
   int samples_;

@@ -97,9 +97,15 @@ TEST(TunerSearch, EachPlanIsTimedSamplesTimesAndTheFastestSampleCounts) {
     return n == 0 ? base + 5.0 : base + 0.1 * n;
   });
   EXPECT_EQ(asked.size(), 6u * 3u);
-  for (size_t i = 0; i < asked.size(); i += 3) {
-    EXPECT_EQ(asked[i], asked[i + 1]);
-    EXPECT_EQ(asked[i], asked[i + 2]);
+  // The degree's plain plan first (stage 1: only one degree), then the other
+  // 5 plans in turn: once each, then again, then a third time.
+  const ExpertPlan plain{2, 1, AllToAllAlgo::Linear};
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(asked[i], plain);
+  for (size_t i = 3; i < 8; ++i) {
+    EXPECT_FALSE(asked[i] == plain);
+    EXPECT_EQ(asked[i], asked[i + 5]);
+    EXPECT_EQ(asked[i], asked[i + 10]);
+    for (size_t j = 3; j < i; ++j) EXPECT_FALSE(asked[i] == asked[j]) << "plan " << i << " twice in a round";
   }
   EXPECT_EQ(search.best(), (ExpertPlan{2, 2, AllToAllAlgo::FlowSplit}));
   EXPECT_DOUBLE_EQ(search.seconds(search.best()), 1.1);
