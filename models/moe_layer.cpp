@@ -829,8 +829,8 @@ void MoeLayer<T>::redispatch(const DispatchHandle& h, const T* rows, T* expert_r
   const int64_t M = shape_.model_dim;
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_rows(h.mode.degree, {a2a_algo_, 0}, rows, h.send_rows.data(), h.send_displs.data(), stage_, h.recv_rows.data(),
-                         h.recv_displs.data(), M);
+    comm_->exchange_rows(h.mode.degree, {a2a_algo_, 0}, rows, h.send_rows.data(), h.send_displs.data(), stage_,
+                         h.recv_rows.data(), h.recv_displs.data(), M);
   }
   reorder_rows(h, M, stage_, expert_rows, true);
 }
@@ -846,8 +846,8 @@ void MoeLayer<T>::combine(const DispatchHandle& h, T* expert_rows, T* rows) {
   const std::vector<int64_t>& displs = m.dup > 1 ? h.part_displs : h.send_displs;
   {
     Stopwatch sw(timing_, times_.a2a_s);
-    comm_->exchange_rows(m.degree, {a2a_algo_, 0}, stage_, h.recv_rows.data(), h.recv_displs.data(), recv, h.send_rows.data(),
-                         displs.data(), M);
+    comm_->exchange_rows(m.degree, {a2a_algo_, 0}, stage_, h.recv_rows.data(), h.recv_displs.data(), recv,
+                         h.send_rows.data(), displs.data(), M);
   }
   if (m.dup > 1) sum_partials(h, rows);
 }

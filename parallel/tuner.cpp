@@ -58,7 +58,8 @@ bool TuningSpace::contains(const ExpertPlan& plan) const {
          std::find(a.begin(), a.end(), plan.algo) != a.end();
 }
 
-PlanSearch::PlanSearch(TuningSpace space, int samples) : space_(std::move(space)), samples_(samples) {
+PlanSearch::PlanSearch(TuningSpace space, int samples, int warmup)
+    : space_(std::move(space)), samples_(samples), warmup_(warmup) {
   SY_REQUIRE(!space_.degrees.empty() && !space_.pipelines.empty() && space_.algos.size() == space_.degrees.size(),
              "tuning space needs degrees, pipelines and one algorithm list per degree");
   SY_REQUIRE(samples_ >= 1, "tuning samples must be at least 1, got " << samples_);
@@ -88,6 +89,10 @@ double PlanSearch::seconds(const ExpertPlan& plan) const {
 }
 
 void PlanSearch::record(const ExpertPlan& plan, double seconds) {
+  if (warmed_ < warmup_) {
+    ++warmed_;
+    return;
+  }
   for (auto& [p, s] : timings_)
     if (p == plan) {
       s.push_back(seconds);
@@ -263,7 +268,7 @@ ExpertPlan Tuner::plan(int layer, int64_t capacity, const TuningSpace& space, bo
     e = Entry{};
   }
   if (e.choice) return *e.choice;
-  if (!e.search) e.search.emplace(space, options_.samples);
+  if (!e.search) e.search.emplace(space, options_.samples, options_.samples);
   const std::optional<ExpertPlan> next = e.search->next();
   if (!next) {  // decided by trials already recorded (cannot happen after finish_trial, kept for safety)
     decide(key, e);
@@ -302,7 +307,7 @@ void Tuner::decide(const Key& key, Entry& e) {
   if (!(plain == *e.choice) && std::isfinite(s.seconds(plain)))
     os << " (d=1 linear " << ms_text(s.seconds(plain)) << ", " << std::fixed << std::setprecision(2)
        << s.seconds(plain) / s.seconds(*e.choice) << "x)";
-  os << "; " << s.plans_timed() << " plans, " << s.trials() << " trials";
+  os << "; " << s.plans_timed() << " plans, " << s.trials() << " trials after " << s.warmup() << " warm-up";
   log_.push_back(os.str());
   SY_LOG_INFO(os.str());
   save();

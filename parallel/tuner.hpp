@@ -10,7 +10,8 @@
 // linear plan of that degree when within 3% of it). A plan is timed
 // tuning_samples times (the fastest counts: the first use of a plan pays for
 // buffers and connections), the samples of the plans compared at each point
-// taken in turn (one of each, then the second of each, ...); one sample is one forward + backward of the layer
+// taken in turn (one of each, then the second of each, ...), after as many
+// untimed warm-up trials; one sample is one forward + backward of the layer
 // on a micro-batch, and its time is the slowest rank's (MAX over the agreement
 // group), so every rank records the same numbers and takes the same decisions.
 // Each decision is logged in one line and, with parallel.tuning_file, saved;
@@ -56,7 +57,9 @@ struct TuningSpace {
 // (tested on its own with synthetic costs).
 class PlanSearch {
  public:
-  explicit PlanSearch(TuningSpace space, int samples = 3);
+  // The first `warmup` trials run the search's first plan untimed: the
+  // first steps of a run pay for cold caches, buffers and connections.
+  explicit PlanSearch(TuningSpace space, int samples = 3, int warmup = 0);
   // The plan to time next, or nullopt once decided.
   std::optional<ExpertPlan> next() const;
   void record(const ExpertPlan& plan, double seconds);
@@ -69,6 +72,7 @@ class PlanSearch {
   double seconds(const ExpertPlan& plan) const;  // fastest sample; infinity when untimed
   int plans_timed() const;
   int trials() const;  // samples recorded
+  int warmup() const { return warmup_; }
   const TuningSpace& space() const { return space_; }
 
  private:
@@ -77,7 +81,7 @@ class PlanSearch {
   std::optional<ExpertPlan> neediest(const std::vector<ExpertPlan>& plans) const;
   ExpertPlan base(int degree) const;                          // d = 1 and linear, or the first candidates
   TuningSpace space_;
-  int samples_;
+  int samples_, warmup_, warmed_ = 0;
   std::vector<std::pair<ExpertPlan, std::vector<double>>> timings_;
 };
 

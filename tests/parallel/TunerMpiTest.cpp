@@ -126,6 +126,22 @@ TEST(TunerSearch, PlainPlanWinsNearTies) {
   }
 }
 
+// Warm-up trials run the first plan and are not recorded: a first step 10x
+// slower than the rest does not make its plan look slow.
+TEST(TunerSearch, WarmUpTrialsAreNotCounted) {
+  PlanSearch search(space_of({2}, {1, 2}), 1, 2);
+  int calls = 0;
+  const auto asked = drive(search, [&](const ExpertPlan& p) {
+    const double cold = calls++ < 2 ? 10.0 : 1.0;
+    return cold * (p.pipeline == 1 && p.algo == AllToAllAlgo::Linear ? 1.0 : 1.2);
+  });
+  ASSERT_EQ(asked.size(), 2u + 6u);
+  EXPECT_EQ(asked[0], asked[2]) << "the warm-up runs the first plan";
+  EXPECT_EQ(search.best(), (ExpertPlan{2, 1, AllToAllAlgo::Linear}));
+  EXPECT_DOUBLE_EQ(search.seconds(search.best()), 1.0);
+  EXPECT_EQ(search.trials(), 6);
+}
+
 TEST(TunerSearch, NoExchangeNeedsNoPipelineOrAlgorithmTrials) {
   PlanSearch search(space_of({1, 2, 4}), 1);
   const auto asked = drive(search, [](const ExpertPlan& p) { return double(p.degree) + 0.01 * p.pipeline; });
