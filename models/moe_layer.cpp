@@ -361,10 +361,16 @@ void MoeLayer<T>::apply_capacity(int64_t num_tokens) {
   }
   int64_t max_load = 0;
   for (int64_t e = 0; e < E; ++e) max_load = std::max(max_load, stats_.routed_per_expert[e]);
-  if (capacity_reduce_) capacity_reduce_(&max_load);
+  // The largest load and token count over the group (one reduction): every
+  // rank's capacity for the same largest load, and the tuner's key from
+  // values every rank shares.
+  int64_t agreed[2] = {max_load, num_tokens};
+  if (capacity_reduce_) capacity_reduce_(agreed, 2);
+  max_load = agreed[0];
   // expert_choice already applied its capacity when choosing.
   const int64_t capacity =
       config_.router == RouterKind::ExpertChoice ? max_load : capacity_for(num_tokens, max_load);
+  tuning_capacity_ = config_.router == RouterKind::ExpertChoice ? max_load : capacity_for(agreed[1], max_load);
 
   std::fill(slot_row_.begin(), slot_row_.begin() + S, int64_t(-1));
   int64_t row = 0, dropped = 0;
@@ -447,7 +453,7 @@ double MoeLayer<T>::forward(const T* x, const int32_t* token_ids, int64_t num_to
     apply_capacity(Tn);
     if (tuner_) {
       // The tuner's plan for this capacity (a trial while its key is tuned).
-      const par::ExpertPlan plan = tuner_->plan(tuner_layer_, stats_.capacity, tuning_space_, training_);
+      const par::ExpertPlan plan = tuner_->plan(tuner_layer_, tuning_capacity_, tuning_space_, training_);
       degree_ = plan.degree;
       if (plan.degree > 1) {
         pipeline_degree_ = plan.pipeline;

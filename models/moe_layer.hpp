@@ -68,9 +68,9 @@ struct MoeLayerTimes {
   void clear() { *this = MoeLayerTimes{}; }
 };
 
-// Reduces per-expert capacity needs across the expert-parallel group (MAX);
-// identity on one rank.
-using CapacityReduceHook = std::function<void(int64_t* value)>;
+// Reduces n values over the expert-parallel group by MAX, in place (the
+// largest per-expert load, and the token count); identity on one rank.
+using CapacityReduceHook = std::function<void(int64_t* values, int n)>;
 
 // How one row exchange travels: the all-to-all algorithm (parallel.a2a_algo;
 // never auto here), and which of the exchanges in flight at once it is (each
@@ -339,6 +339,7 @@ class MoeLayer {
   int tuner_layer_ = 0;
   par::TuningSpace tuning_space_;
   double trial_forward_s_ = 0;  // the open trial's forward time
+  int64_t tuning_capacity_ = 0;  // the capacity of the largest rank's batch: the tuner's key, the same on every rank
   std::vector<par::RequestPtr> pending_;  // pipelining: exchanges in flight
   static constexpr int kPollBlocks = 4;   // pipelining: row blocks of a chunk's experts, polls between
   std::vector<int64_t> block_offset_, block_count_;  // (El) one row block's rows per local expert

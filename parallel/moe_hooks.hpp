@@ -225,7 +225,7 @@ void connect_moe_layer(moe::MoeLayer<T>& layer, Communicator& token_group, int e
   layer.set_count_reduce_hook(
       [&token_group](double* counts, int n) { token_group.allreduce(counts, counts, n, ElemType::F64, ReduceOp::Sum); });
   layer.set_capacity_reduce_hook(
-      [&token_group](int64_t* value) { token_group.allreduce(value, value, 1, ElemType::I64, ReduceOp::Max); });
+      [&token_group](int64_t* values, int n) { token_group.allreduce(values, values, n, ElemType::I64, ReduceOp::Max); });
   if (ep_degree > 0 && layer.sized_degrees().size() > 1) layer.set_expert_degree(ep_degree);
   layer.set_alltoall(algo);
 }

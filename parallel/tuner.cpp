@@ -257,8 +257,7 @@ void Tuner::load_text(const std::string& text, const std::string& origin) {
 
 ExpertPlan Tuner::plan(int layer, int64_t capacity, const TuningSpace& space, bool trial) {
   open_.erase(layer);
-  int64_t bucket = std::max<int64_t>(0, capacity) / kCapacityBucket;
-  agree_.allreduce(&bucket, &bucket, 1, ElemType::I64, ReduceOp::Max);
+  const int64_t bucket = std::max<int64_t>(0, capacity) / kCapacityBucket;
   const Key key{layer, bucket};
   Entry& e = entries_[key];
   if (e.choice && e.loaded && !space.contains(*e.choice)) {

@@ -17,10 +17,12 @@
 // Each decision is logged in one line and, with parallel.tuning_file, saved;
 // a later run that loads the table starts tuned (no trials for its keys).
 //
-// Collectives: plan() agrees on the key (MAX of the capacity bucket, one
-// 8-byte allreduce per call) and finish_trial() on the time. Every rank of the
-// agreement group calls them for the same layers in the same order (every
-// rank runs every MoE layer's forward and backward, as the layer needs anyway).
+// Collectives: finish_trial() agrees on the time (one 8-byte allreduce per
+// trial); plan() is local and needs the same capacity on every rank (the MoE
+// layer passes the capacity of the largest rank's batch, agreed in the
+// reduction that agrees its capacity anyway), so that every rank opens and
+// finishes the same trials. Every rank of the agreement group runs every MoE
+// layer's forward and backward in the same order, as the layer needs anyway.
 #pragma once
 
 #include <cstdint>
@@ -110,11 +112,11 @@ class Tuner {
   // is a ConfigError naming the line. Collective over `agree`.
   Tuner(Communicator& agree, int world_size, TunerOptions options);
 
-  // The plan for `layer` at this capacity. While its key is still tuned and
-  // `trial` is true (a training forward, followed by its backward), it is the
-  // next plan to time and the layer's trial is open until finish_trial()
-  // (each layer has its own: a model runs every forward before the
-  // backwards). Collective.
+  // The plan for `layer` at this capacity (the same on every rank). While
+  // its key is still tuned and `trial` is true (a training forward, followed
+  // by its backward), it is the next plan to time and the layer's trial is
+  // open until finish_trial() (each layer has its own: a model runs every
+  // forward before the backwards). Local.
   ExpertPlan plan(int layer, int64_t capacity, const TuningSpace& space, bool trial);
   bool trial_open(int layer) const { return open_.count(layer) > 0; }
   // Ends the layer's open trial with this rank's seconds (agreed by MAX;

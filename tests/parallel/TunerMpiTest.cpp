@@ -224,19 +224,17 @@ TEST(TunerMpi, RanksAgreeOnTheSlowestRanksTimes) {
       << tuner.decisions()[0];
 }
 
-TEST(TunerMpi, KeysAreCapacityBucketsAgreedByTheLargest) {
+TEST(TunerMpi, KeysAreLayerAndCapacityBucket) {
   auto world = test::world_communicator();
-  const int W = world->size(), rank = world->rank();
+  const int W = world->size();
   Tuner tuner(*world, W, TunerOptions{1, "", false});
   TuningSpace space = space_of({W}, {1, 2});
   space.algos = {{AllToAllAlgo::Linear}};
-  // Ranks ask with different capacities in one bucket pair: the largest, 130
-  // on the last rank, puts every rank in bucket 1.
-  const int64_t capacity = rank == W - 1 ? 130 : 100;
-  tune_all(tuner, {{3, capacity}}, space, [](const ExpertPlan& p) { return double(p.pipeline); });
+  tune_all(tuner, {{3, 130}}, space, [](const ExpertPlan& p) { return double(p.pipeline); });
   EXPECT_TRUE(tuner.decided(3, 128).has_value());
   EXPECT_TRUE(tuner.decided(3, 255).has_value());
-  EXPECT_FALSE(tuner.decided(3, 127).has_value()) << "no rank's key is bucket 0";
+  EXPECT_FALSE(tuner.decided(3, 127).has_value()) << "capacity 127 is bucket 0";
+  EXPECT_FALSE(tuner.decided(3, 256).has_value()) << "capacity 256 is bucket 2";
   EXPECT_FALSE(tuner.decided(2, 128).has_value()) << "another layer is another key";
   EXPECT_FALSE(tuner.tuning());
 }
@@ -340,23 +338,27 @@ TEST(TunerMpi, TunedLayerComputesTheSameAndEndsOnItsDecision) {
   mc.capacity_factor = 1.0;
   mc.balance = BalanceKind::None;
   mc.z_loss_coeff = 0;
-  const int64_t T = 24, M = 8;
+  // Ranks of different batch sizes whose own capacities (T / 2) fall in
+  // different buckets, 125 and 135: the layer keys every rank on the
+  // largest batch's (bucket 1), so they tune one key together.
+  const int64_t Tmax = 270, M = 8;
   const int g = tokens.rank();
-  const auto x = test::random_vector<double>(T * W * M, 5, -2, 2);
-  const auto dout = test::random_vector<double>(T * W * M, 6);
+  const int64_t T = g % 2 == 0 ? 250 : Tmax;
+  const auto x = test::random_vector<double>(Tmax * W * M, 5, -2, 2);
+  const auto dout = test::random_vector<double>(Tmax * W * M, 6);
   ExchangePlacement placement;
   placement.node = grid.world_rank() / std::min(W, 2);
   placement.leaf = grid.world_rank();
   CommExpertComm<double> comm(grid.expert_group(), placement);
 
   // The reference: d = 1, linear, exchange over all ranks.
-  moe::MoeLayer<double> fixed(mc, M, T, T, 3, &comm);
+  moe::MoeLayer<double> fixed(mc, M, Tmax, Tmax, 3, &comm);
   connect_moe_layer(fixed, tokens, W, AllToAllAlgo::Linear);
   std::vector<double> out1(T * M), dx1(T * M);
-  fixed.forward(x.data() + g * T * M, nullptr, T, out1.data());
-  fixed.backward(dout.data() + g * T * M, dx1.data());
+  fixed.forward(x.data() + g * Tmax * M, nullptr, T, out1.data());
+  fixed.backward(dout.data() + g * Tmax * M, dx1.data());
 
-  moe::MoeLayer<double> layer(mc, M, T, T, 3, &comm);
+  moe::MoeLayer<double> layer(mc, M, Tmax, Tmax, 3, &comm);
   connect_moe_layer(layer, tokens, 0, AllToAllAlgo::Auto);
   Tuner tuner(tokens, W, TunerOptions{1, "", false});
   TuneDims dims;
@@ -367,25 +369,31 @@ TEST(TunerMpi, TunedLayerComputesTheSameAndEndsOnItsDecision) {
   for (; steps < 100; ++steps) {
     std::vector<double> out(T * M), dx(T * M);
     layer.zero_grads();
-    layer.forward(x.data() + g * T * M, nullptr, T, out.data());
-    layer.backward(dout.data() + g * T * M, dx.data());
+    layer.forward(x.data() + g * Tmax * M, nullptr, T, out.data());
+    layer.backward(dout.data() + g * Tmax * M, dx.data());
     EXPECT_LT(test::max_rel_diff(out.data(), out1.data(), out.size()), 1e-12) << "step " << steps;
     EXPECT_LT(test::max_rel_diff(dx.data(), dx1.data(), dx.size()), 1e-12) << "step " << steps;
     if (!tuner.tuning()) break;
   }
   ASSERT_FALSE(tuner.tuning()) << "undecided after " << steps << " steps";
   ASSERT_EQ(tuner.decisions().size(), 1u);
-  const ExpertPlan chosen = *tuner.decided(0, layer.stats().capacity);
+  ASSERT_TRUE(tuner.decided(0, 135).has_value()) << "the key is the largest batch's capacity bucket";
+  EXPECT_FALSE(tuner.decided(0, 125).has_value());
+  const ExpertPlan chosen = *tuner.decided(0, 135);
+  int mine[3] = {chosen.degree, chosen.pipeline, int(chosen.algo)}, lo[3], hi[3];
+  MPI_Allreduce(mine, lo, 3, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(mine, hi, 3, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(lo[i], hi[i]) << "every rank holds the same plan";
   // The next forward runs the decision and opens no trial.
   std::vector<double> out(T * M), dx(T * M);
-  layer.forward(x.data() + g * T * M, nullptr, T, out.data());
+  layer.forward(x.data() + g * Tmax * M, nullptr, T, out.data());
   EXPECT_FALSE(tuner.trial_open(0));
   EXPECT_EQ(layer.expert_degree(), chosen.degree);
   if (chosen.degree > 1) {
     EXPECT_EQ(layer.pipeline_degree(), chosen.pipeline);
     EXPECT_EQ(layer.alltoall(), chosen.algo);
   }
-  layer.backward(dout.data() + g * T * M, dx.data());
+  layer.backward(dout.data() + g * Tmax * M, dx.data());
   EXPECT_LT(test::max_rel_diff(out.data(), out1.data(), out.size()), 1e-12);
 }
 
