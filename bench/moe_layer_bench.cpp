@@ -176,9 +176,12 @@ int moe_layer_main(const std::vector<std::string>& args) {
     layer.set_pipeline_degree(p.pipeline);
     layer.set_alltoall(p.algo);
   };
-  // DESIGN.md's r of exchange degree P (models/expert_layout.hpp).
+  // DESIGN.md's r of exchange degree P (models/expert_layout.hpp), or "P=N"
+  // for a degree between two r.
   auto mode_of = [&](int degree) {
-    return degree == 1 ? 0 : degree / static_cast<int>(std::min<int64_t>(mc.num_experts, layer.layout().world()));
+    const int EW = static_cast<int>(std::min<int64_t>(mc.num_experts, layer.layout().world()));
+    if (degree == 1) return std::string("0");
+    return degree % EW == 0 ? std::to_string(degree / EW) : "P=" + std::to_string(degree);
   };
   // Overlap efficiency = (t_comm + t_compute - t_total) / min(t_comm, t_compute),
   // with t_comm the token exchange and t_compute the experts of d = 1, and
@@ -189,8 +192,17 @@ int moe_layer_main(const std::vector<std::string>& args) {
   };
 
   const par::TuneDims dims = par::tune_dims(mc, pc);
-  const bool tuned = rt.world_size > 1 && dims.any();
   std::unique_ptr<par::Tuner> tuner;
+  if (rt.world_size > 1 && dims.any()) {
+    par::TunerOptions options;
+    options.samples = pc.tuning_samples;
+    options.file = pc.tuning_file;
+    options.writer = rt.rank == 0;
+    options.fingerprint = par::run_fingerprint(mc, M, T, pc);
+    tuner = std::make_unique<par::Tuner>(grid.world(), rt.world_size, options);
+    layer.set_tuner(tuner.get(), 0, dims);
+  }
+  const bool tuned = layer.tuned();  // something to choose
   int d = mc.pipeline_degree > 0 ? mc.pipeline_degree : 1;
   double overlap = 0, d1_step = 0;
   int tuning_steps = 0;
@@ -199,22 +211,21 @@ int moe_layer_main(const std::vector<std::string>& args) {
   Series s_run;
   std::vector<std::pair<par::ExpertPlan, double>> swept;
   if (tuned) {
-    par::TunerOptions options;
-    options.samples = pc.tuning_samples;
-    options.file = pc.tuning_file;
-    options.writer = rt.rank == 0;
-    tuner = std::make_unique<par::Tuner>(grid.token_group(), rt.world_size, options);
-    layer.set_tuner(tuner.get(), 0, dims);
     const auto t0 = std::chrono::steady_clock::now();
-    for (; tuning_steps < 1000; ++tuning_steps) {
-      layer.forward(x.data(), ids.data(), T, out.data());  // agrees on the key (collective), maybe a trial
+    // Steps until the key is decided (none when a loaded table holds it).
+    while (tuning_steps < 1000) {
+      layer.forward(x.data(), ids.data(), T, out.data());  // a trial while the key is tuned
+      const bool trial = tuner->trial_open(0);
       layer.backward(dout.data(), dx.data());
       layer.on_optimizer_step();
-      if (!tuner->tuning()) break;
+      if (!trial) break;
+      ++tuning_steps;
     }
     tuning_s = seconds_since(t0);
     SY_CHECK_AS(Error, !tuner->tuning(), "bench moe-layer: the tuner did not decide in 1000 steps");
-    chosen = *tuner->decided(0, layer.stats().capacity);
+    const auto decided = tuner->decided(0, layer.stats().capacity);
+    SY_CHECK_AS(Error, decided.has_value(), "bench moe-layer: no decision for capacity " << layer.stats().capacity);
+    chosen = *decided;
     if (chosen.degree == 1) chosen.pipeline = 1, chosen.algo = AllToAllAlgo::Linear;  // no exchange
     d = chosen.pipeline;
     const par::TuningSpace space = layer.tuning_space();
@@ -305,8 +316,7 @@ int moe_layer_main(const std::vector<std::string>& args) {
   line.add("dropped_fraction", st.dropped_fraction()).add("experts_per_token", st.experts_per_token);
   line.add("expert_load_max_over_mean", st.load_max_over_mean());
   line.add("pipeline_degree", d).add("a2a_algo", to_string(tuned ? chosen.algo : pc.a2a_algo));
-  line.add("parallel_mode", tuned || mc.parallel_mode >= 0 ? std::to_string(mode_of(layer.expert_degree()))
-                                                            : std::string("auto"));
+  line.add("parallel_mode", tuned || mc.parallel_mode >= 0 ? mode_of(layer.expert_degree()) : std::string("auto"));
   line.add("tuned", tuned);
   if (tuned) line.add("tuning_steps", tuning_steps).add("tuning_s", tuning_s);
   line.add("emulate_link", pc.emulate_link.enabled() ? std::to_string(pc.emulate_link.gbit_per_s) + " Gbit/s, " +
@@ -323,8 +333,8 @@ int moe_layer_main(const std::vector<std::string>& args) {
   }
   if (!swept.empty()) {
     line.add("sweep_plans", int64_t(swept.size())).add("sweep_best_ms", best_ms);
-    line.add("sweep_best_plan", "r=" + std::to_string(mode_of(best_plan.degree)) + " d=" +
-                                    std::to_string(best_plan.pipeline) + " " + to_string(best_plan.algo));
+    line.add("sweep_best_plan", "r=" + mode_of(best_plan.degree) + " d=" + std::to_string(best_plan.pipeline) + " " +
+                                    to_string(best_plan.algo));
     line.add("pick_sweep_ms", pick_ms).add("pick_over_sweep_best", pick_ms / best_ms);
   }
   if (json) {
@@ -343,15 +353,15 @@ int moe_layer_main(const std::vector<std::string>& args) {
                 "  gradient reduce-scatter: %.1f%%\n",
                 pc.ep, layer.expert_degree(), 100 * a2a_share, 100 * median(gather_s) / step_s);
     if (tuned)
-      std::printf("  tuned in %d steps (%.1f s): r=%d d=%d %s\n", tuning_steps, tuning_s,
-                  mode_of(layer.expert_degree()), d, to_string(chosen.algo));
+      std::printf("  tuned in %d steps (%.1f s): r=%s d=%d %s\n", tuning_steps, tuning_s,
+                  mode_of(layer.expert_degree()).c_str(), d, to_string(chosen.algo));
     if (d > 1 || tuned)
       std::printf("  pipeline d=%d: step %.1f ms against %.1f ms at d=1 linear (%.2fx); overlap efficiency %.2f\n",
                   d, 1e3 * step_s, 1e3 * d1_step, d1_step / step_s, overlap);
     if (!swept.empty())
-      std::printf("  sweep of %zu plans: best %.1f ms (r=%d d=%d %s); the pick %.1f ms there (%.3fx the best)\n",
-                  swept.size(), best_ms, mode_of(best_plan.degree), best_plan.pipeline, to_string(best_plan.algo),
-                  pick_ms, pick_ms / best_ms);
+      std::printf("  sweep of %zu plans: best %.1f ms (r=%s d=%d %s); the pick %.1f ms there (%.3fx the best)\n",
+                  swept.size(), best_ms, mode_of(best_plan.degree).c_str(), best_plan.pipeline,
+                  to_string(best_plan.algo), pick_ms, pick_ms / best_ms);
   }
   return 0;
 }

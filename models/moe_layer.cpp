@@ -236,20 +236,26 @@ void MoeLayer<T>::set_alltoall(AllToAllAlgo algo) {
 template <typename T>
 void MoeLayer<T>::set_tuner(par::Tuner* tuner, int layer_id, par::TuneDims dims) {
   tuner_ = nullptr;
-  if (!comm_) return;
+  if (!comm_ || !tuner) return;
   par::TuningSpace space;
   space.degrees = dims.degree ? sized_degrees_ : std::vector<int>{degree_};
   const int64_t EW = std::min<int64_t>(num_experts_, layout_.world());
-  for (const int P : space.degrees) {
-    space.modes.push_back(P == 1 ? 0 : static_cast<int>(P / EW));
-    std::vector<AllToAllAlgo> algos;
-    for (const AllToAllAlgo a : {AllToAllAlgo::Linear, AllToAllAlgo::TwoDH, AllToAllAlgo::FlowSplit})
-      if ((dims.algo || a == a2a_algo_) && comm_->supports(P, a)) algos.push_back(a);
-    if (algos.empty()) algos.push_back(AllToAllAlgo::Linear);  // the fixed algorithm cannot run at P
-    space.algos.push_back(std::move(algos));
-  }
   const bool pipelines = dims.pipeline && config_.pipeline_degree == MoeConfig::kAutoPipelineDegree;
   space.pipelines = pipelines ? std::vector<int>{1, 2, 4, 8} : std::vector<int>{pipeline_degree_};
+  const int slots = 2 * *std::max_element(space.pipelines.begin(), space.pipelines.end());
+  for (const int P : space.degrees) {
+    // DESIGN.md's r, or -1 for a degree between two r (P not a multiple of min(E, W)).
+    space.modes.push_back(P == 1 ? 0 : P % EW == 0 ? static_cast<int>(P / EW) : -1);
+    std::vector<AllToAllAlgo> algos;
+    for (const AllToAllAlgo a : {AllToAllAlgo::Linear, AllToAllAlgo::TwoDH, AllToAllAlgo::FlowSplit})
+      if (dims.algo ? a == AllToAllAlgo::Linear || comm_->distinct(P, a) : a == a2a_algo_ && comm_->supports(P, a))
+        algos.push_back(a);
+    if (algos.empty()) algos.push_back(AllToAllAlgo::Linear);  // the fixed algorithm cannot run at P
+    // Every exchange a trial may run is built now, so that no trial times its set-up.
+    if (P > 1)
+      for (const AllToAllAlgo a : algos) comm_->prepare(P, a, slots);
+    space.algos.push_back(std::move(algos));
+  }
   const bool anything = space.degrees.size() > 1 || space.pipelines.size() > 1 ||
                         std::any_of(space.algos.begin(), space.algos.end(), [](const auto& a) { return a.size() > 1; });
   tuner_ = anything ? tuner : nullptr;

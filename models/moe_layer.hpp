@@ -107,6 +107,11 @@ class ExpertComm {
   // Whether the exchange group of degree P can run algorithm `algo` (2dh
   // needs whole nodes, flowsplit whole leaves); linear always can.
   virtual bool supports(int /*P*/, AllToAllAlgo algo) const { return algo == AllToAllAlgo::Linear; }
+  // Whether `algo` at P is a different exchange from linear (worth a trial).
+  virtual bool distinct(int P, AllToAllAlgo algo) const { return supports(P, algo); }
+  // Builds the state of `slots` exchanges of `algo` at P now (collective:
+  // every rank calls it alike), so that no trial pays for it.
+  virtual void prepare(int /*P*/, AllToAllAlgo /*algo*/, int /*slots*/) {}
   // Gather group of degree P: all (W/P, n) = every member's n elements, in rank order.
   virtual void gather_units(int P, const T* mine, T* all, int64_t n) = 0;
   // Gather group of degree P: mine (n) = sum over members of their block
@@ -205,6 +210,7 @@ class MoeLayer {
   // decided. No-op on one rank, or with nothing to choose.
   void set_tuner(par::Tuner* tuner, int layer_id, par::TuneDims dims);
   const par::TuningSpace& tuning_space() const { return tuning_space_; }
+  bool tuned() const { return tuner_ != nullptr; }
   // The degrees the workspace was sized for (all valid ones under auto).
   const std::vector<int>& sized_degrees() const { return sized_degrees_; }
 

@@ -86,7 +86,12 @@ Trainer<T>::Trainer(const Config& config, par::ProcessGrid& grid) : config_(conf
     options.samples = config_.parallel.tuning_samples;
     options.file = config_.parallel.tuning_file;
     options.writer = grid_.world_rank() == 0;
-    tuner_ = std::make_unique<par::Tuner>(tokens, W_, options);
+    options.fingerprint =
+        par::run_fingerprint(config_.moe, config_.model.dim,
+                             int64_t(config_.train.micro_batch_size) * config_.model.seq_len, config_.parallel);
+    // Agreed over the world: tensor-parallel peers run their MoE layers on
+    // the same tokens and must take the same plans.
+    tuner_ = std::make_unique<par::Tuner>(grid_.world(), grid_.world_size(), options);
   }
   int moe_index = 0;
   for (auto* layer : model_->moe_layers()) {

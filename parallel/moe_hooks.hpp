@@ -21,11 +21,6 @@
 
 namespace sy::par {
 
-// The expert layout's groups over W ranks holding different tokens (the
-// process grid's expert_group: the token group ordered (ep, dp), so that the
-// exchange of degree parallel.ep is the ep_group), split once per
-// valid degree P at construction (collective: every rank of the group builds
-// it): exchange groups (same g % (W/P)) and gather groups (same g / (W/P)).
 // Where this rank sits, for the all-to-all algorithms: its node (2dh) and
 // leaf switch (flowsplit), as indices comparable across ranks, and the spine
 // paths between two leaves. The default puts every rank on one node and one
@@ -53,9 +48,9 @@ inline ExchangePlacement exchange_placement(const ParallelConfig& config, int wo
 // valid degree P at construction (collective: every rank of the group builds
 // it): exchange groups (same g % (W/P)) and gather groups (same g / (W/P)).
 // The row exchange runs the route's all-to-all algorithm (parallel/alltoall.hpp),
-// one object per (degree, algorithm, slot), made on first use (every rank
-// starts exchanges in the same order, so the collective construction of 2dh
-// lines up) and reused after.
+// one object per (degree, algorithm, slot), made by prepare() or on first use
+// (every rank starts exchanges in the same order, so the collective
+// construction of 2dh lines up) and reused after.
 template <typename T>
 class CommExpertComm final : public moe::ExpertComm<T> {
  public:
@@ -81,6 +76,22 @@ class CommExpertComm final : public moe::ExpertComm<T> {
       groups.ranks_per_leaf = block_size(leaves);
       groups_.emplace(P, std::move(groups));
     }
+    // The exchange groups of one degree may sit differently (one inside a
+    // node, another across two): an algorithm counts as supported at P only
+    // when it is on every rank, so that every rank sees the same choices.
+    std::vector<int64_t> ok;
+    for (const auto& [P, gr] : groups_) {
+      ok.push_back(gr.ranks_per_node > 0);
+      ok.push_back(gr.ranks_per_leaf > 0);
+      ok.push_back(gr.ranks_per_node > 1 && gr.ranks_per_node < P);  // 2dh with two levels
+    }
+    comm_.allreduce(ok.data(), ok.data(), int64_t(ok.size()), ElemType::I64, ReduceOp::Min);
+    size_t i = 0;
+    for (auto& [P, gr] : groups_) {
+      gr.two_dh = ok[i++] != 0;
+      gr.flowsplit = ok[i++] != 0;
+      gr.two_level = ok[i++] != 0;
+    }
     counts_.resize(4 * W);
   }
   // Every degree that divides the group size.
@@ -94,11 +105,20 @@ class CommExpertComm final : public moe::ExpertComm<T> {
     const Groups& gr = groups(P);
     switch (algo) {
       case AllToAllAlgo::Linear: return true;
-      case AllToAllAlgo::TwoDH: return gr.ranks_per_node > 0;
-      case AllToAllAlgo::FlowSplit: return gr.ranks_per_leaf > 0;
+      case AllToAllAlgo::TwoDH: return gr.two_dh;
+      case AllToAllAlgo::FlowSplit: return gr.flowsplit;
       case AllToAllAlgo::Auto: return false;
     }
     return false;
+  }
+  // 2dh inside one node, or over nodes of one rank, is linear's one
+  // exchange; flowsplit is always its own (point-to-point messages).
+  bool distinct(int P, AllToAllAlgo algo) const override {
+    if (algo == AllToAllAlgo::TwoDH) return groups(P).two_level;
+    return supports(P, algo);
+  }
+  void prepare(int P, AllToAllAlgo algo, int slots) override {
+    for (int k = 0; k < slots; ++k) alltoall(P, {algo, k});
   }
 
   void exchange_counts(int P, const int64_t* send, int64_t* recv, int n) override {
@@ -155,7 +175,8 @@ class CommExpertComm final : public moe::ExpertComm<T> {
 
   struct Groups {
     std::unique_ptr<Communicator> exchange, gather;
-    int ranks_per_node = 0, ranks_per_leaf = 0;  // in the exchange group; 0 = not whole blocks
+    int ranks_per_node = 0, ranks_per_leaf = 0;  // in this rank's exchange group; 0 = not whole blocks
+    bool two_dh = false, flowsplit = false, two_level = false;  // agreed over every rank (MIN)
     std::map<std::pair<int, int>, std::unique_ptr<AllToAll>> alltoall;  // (algorithm, slot)
   };
   // m when ids (one per member, in order) form consecutive blocks of m equal

@@ -25,7 +25,8 @@ std::string ms_text(double seconds) {
 std::string plan_text(const TuningSpace& space, const ExpertPlan& p) {
   std::ostringstream os;
   const auto it = std::find(space.degrees.begin(), space.degrees.end(), p.degree);
-  if (it != space.degrees.end() && size_t(it - space.degrees.begin()) < space.modes.size())
+  if (it != space.degrees.end() && size_t(it - space.degrees.begin()) < space.modes.size() &&
+      space.modes[size_t(it - space.degrees.begin())] >= 0)
     os << "r=" << space.modes[size_t(it - space.degrees.begin())] << " ";
   os << "P=" << p.degree << " d=" << p.pipeline << " a2a=" << to_string(p.algo);
   return os.str();
@@ -45,6 +46,19 @@ TuneDims tune_dims(const MoeConfig& moe, const ParallelConfig& parallel) {
   d.pipeline = moe.pipeline_degree == MoeConfig::kAutoPipelineDegree;
   d.algo = parallel.a2a_algo == AllToAllAlgo::Auto;
   return d;
+}
+
+std::string run_fingerprint(const MoeConfig& moe, int64_t model_dim, int64_t tokens_per_rank,
+                            const ParallelConfig& p) {
+  std::ostringstream os;
+  os << "experts=" << moe.num_experts << " dim=" << model_dim << " hidden=" << moe.hidden_size
+     << " top_k=" << moe.top_k << " capacity_factor=" << moe.capacity_factor << " router=" << to_string(moe.router)
+     << " activation=" << to_string(moe.activation) << " tokens=" << tokens_per_rank << " dp=" << p.dp
+     << " ep=" << p.ep << " tp=" << p.tp << " ranks_per_node=" << p.ranks_per_node
+     << " ranks_per_leaf=" << p.ranks_per_leaf << " spine_paths=" << p.spine_paths << " emulate_link=";
+  if (p.emulate_link.enabled()) os << p.emulate_link.gbit_per_s << "," << p.emulate_link.latency_us;
+  else os << "off";
+  return os.str();
 }
 
 // ---- the search ----
@@ -209,29 +223,41 @@ void Tuner::load_text(const std::string& text, const std::string& origin) {
   std::istringstream in(text);
   std::string line;
   int lineno = 0, world = -1, loaded = 0;
+  std::optional<std::string> run;
   std::map<Key, Entry> entries;
   while (std::getline(in, line)) {
     ++lineno;
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string word;
-    ls >> word;
     auto bad = [&](const std::string& why) {
       return ConfigError("parallel.tuning_file " + origin + " line " + std::to_string(lineno) + ": " + why +
                          " (delete the file to tune afresh)");
     };
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') continue;  // blank (CRLF too) or a comment
+    line = line.substr(first, line.find_last_not_of(" \t\r") + 1 - first);
+    std::istringstream ls(line);
+    std::string word;
+    ls >> word;
+    auto at_end = [&] { return !ls.fail() && (ls >> std::ws).eof(); };
     if (word == "world") {
-      if (!(ls >> world) || world < 1) throw bad("expected 'world N'");
+      if (world >= 0) throw bad("a second 'world' line");
+      if (!(ls >> world) || world < 1 || !at_end()) throw bad("expected 'world N'");
       continue;
     }
-    if (word != "layer") throw bad("expected 'world' or 'layer', got '" + word + "'");
+    if (word == "run") {
+      if (run) throw bad("a second 'run' line");
+      std::string rest;
+      std::getline(ls >> std::ws, rest);
+      run = rest;
+      continue;
+    }
+    if (word != "layer") throw bad("expected 'world', 'run' or 'layer', got '" + word + "'");
     int layer = -1, degree = 0, d = 0;
     int64_t bucket = -1;
-    std::string k1, k2, k3, k4, k5, algo, k6;
-    double ms = 0;
+    std::string k1, k2, k3, k4, k5, algo;
+    double ms = -1;
     ls >> layer >> k1 >> bucket >> k2 >> degree >> k3 >> d >> k4 >> algo >> k5 >> ms;
-    if (!ls || layer < 0 || bucket < 0 || degree < 1 || k1 != "bucket" || k2 != "degree" || k3 != "d" ||
-        k4 != "a2a" || k5 != "ms" || !(d == 1 || d == 2 || d == 4 || d == 8))
+    if (!at_end() || layer < 0 || bucket < 0 || degree < 1 || k1 != "bucket" || k2 != "degree" || k3 != "d" ||
+        k4 != "a2a" || k5 != "ms" || !(d == 1 || d == 2 || d == 4 || d == 8) || !(ms >= 0))
       throw bad("expected 'layer L bucket B degree P d D a2a ALGO ms T'");
     Entry e;
     try {
@@ -239,16 +265,24 @@ void Tuner::load_text(const std::string& text, const std::string& origin) {
     } catch (const ConfigError& err) {
       throw bad(err.what());
     }
+    if (degree == 1 && !(*e.choice == ExpertPlan{1, 1, AllToAllAlgo::Linear}))
+      throw bad("degree 1 exchanges no tokens: expected 'd 1 a2a linear'");
+    if (entries.count({layer, bucket})) throw bad("a second decision for layer " + std::to_string(layer) +
+                                                  " bucket " + std::to_string(bucket));
     e.ms = ms;
     e.loaded = true;
     entries[{layer, bucket}] = std::move(e);
     ++loaded;
   }
-  if (world != world_size_) {
-    if (agree_.rank() == 0)
-      SY_LOG_WARN("tuner: " << origin << " was tuned for " << (world < 0 ? std::string("an unknown number of")
-                                                                         : std::to_string(world))
-                          << " ranks, this run has " << world_size_ << "; ignoring it and tuning afresh");
+  std::string mismatch;
+  if (world != world_size_)
+    mismatch = "was tuned for " + (world < 0 ? std::string("an unknown number of") : std::to_string(world)) +
+               " ranks, this run has " + std::to_string(world_size_);
+  else if (run.value_or("") != options_.fingerprint)
+    mismatch = "was tuned for another run (" + run.value_or("no 'run' line") + "; this run: " +
+               options_.fingerprint + ")";
+  if (!mismatch.empty()) {
+    if (agree_.rank() == 0) SY_LOG_WARN("tuner: " << origin << " " << mismatch << "; ignoring it and tuning afresh");
     return;
   }
   entries_ = std::move(entries);
@@ -259,24 +293,26 @@ ExpertPlan Tuner::plan(int layer, int64_t capacity, const TuningSpace& space, bo
   open_.erase(layer);
   const int64_t bucket = std::max<int64_t>(0, capacity) / kCapacityBucket;
   const Key key{layer, bucket};
-  Entry& e = entries_[key];
-  if (e.choice && e.loaded && !space.contains(*e.choice)) {
+  auto it = entries_.find(key);
+  if (it != entries_.end() && it->second.choice && it->second.loaded && !space.contains(*it->second.choice)) {
     if (agree_.rank() == 0)
       SY_LOG_WARN("tuner: layer " << layer << " capacity bucket " << bucket << ": the saved plan "
-                                << plan_text(space, *e.choice) << " is not available in this run; tuning it afresh");
-    e = Entry{};
+                                  << plan_text(space, *it->second.choice)
+                                  << " is not available in this run; tuning it afresh");
+    entries_.erase(it);
+    it = entries_.end();
   }
-  if (e.choice) return *e.choice;
+  if (it != entries_.end() && it->second.choice) return *it->second.choice;
+  if (!trial) {
+    // Evaluation or generation: the fastest plan so far, else where the
+    // search starts; no key is made for a capacity only they see.
+    if (it != entries_.end() && it->second.search->plans_timed() > 0) return it->second.search->best();
+    return *PlanSearch(space).next();
+  }
+  Entry& e = entries_[key];
   if (!e.search) e.search.emplace(space, options_.samples, options_.samples);
   const std::optional<ExpertPlan> next = e.search->next();
-  if (!next) {  // decided by trials already recorded (cannot happen after finish_trial, kept for safety)
-    decide(key, e);
-    return *e.choice;
-  }
-  if (!trial) {
-    // Not a trial (evaluation): the fastest so far, else the start of the search.
-    return e.search->plans_timed() > 0 ? e.search->best() : *next;
-  }
+  SY_CHECK_AS(Error, next.has_value(), "internal: tuner key without a decision has nothing left to time");
   open_[layer] = std::make_pair(key, *next);
   return *next;
 }
@@ -332,6 +368,7 @@ std::string Tuner::table() const {
      << "), the exchange degree P, pipeline degree d and all-to-all algorithm,\n"
         "# and the measured milliseconds per forward + backward. Delete it to tune afresh.\n";
   os << "world " << world_size_ << "\n";
+  os << "run " << options_.fingerprint << "\n";
   for (const auto& [k, e] : entries_)
     if (e.choice)
       os << "layer " << k.first << " bucket " << k.second << " degree " << e.choice->degree << " d "

@@ -46,7 +46,7 @@ struct ExpertPlan {
 };
 
 // The plans a layer may run. degrees ascending, with their r (modes, same
-// length) for the log; algos[i] the algorithms the exchange group of degrees[i]
+// length; -1 for a degree between two r) for the log; algos[i] the algorithms the exchange group of degrees[i]
 // supports (a subset of the candidates), pipelines the d to try.
 struct TuningSpace {
   std::vector<int> degrees, modes;
@@ -97,33 +97,40 @@ struct TuneDims {
 TuneDims tune_dims(const MoeConfig& moe, const ParallelConfig& parallel);
 
 struct TunerOptions {
-  int samples = 3;        // parallel.tuning_samples
-  std::string file;       // parallel.tuning_file; empty = keep nothing
-  bool writer = false;    // this rank writes the file (world rank 0)
+  int samples = 3;          // parallel.tuning_samples
+  std::string file;         // parallel.tuning_file; empty = keep nothing
+  bool writer = false;      // this rank writes the file (world rank 0)
+  std::string fingerprint;  // what the decisions depend on (run_fingerprint); a table for another is ignored
 };
+
+// The settings a table's decisions depend on, in one line: the MoE shape,
+// tokens per rank, the process grid, the topology keys and the emulated link.
+std::string run_fingerprint(const MoeConfig& moe, int64_t model_dim, int64_t tokens_per_rank,
+                            const ParallelConfig& parallel);
 
 class Tuner {
  public:
   static constexpr int64_t kCapacityBucket = 128;
 
-  // Loads options.file when it exists (read by the group's rank 0 and
-  // broadcast, so the ranks need no shared file system for it): a table
-  // tuned for another world size is ignored with a warning, a malformed one
-  // is a ConfigError naming the line. Collective over `agree`.
+  // Loads options.file when it exists (read by rank 0 of `agree` and
+  // broadcast; with `agree` the world, the ranks need no shared file system
+  // for it): a table tuned for another world size or fingerprint is ignored
+  // with a warning, a malformed one is a ConfigError naming the line.
+  // Collective over `agree`, which should be the world: every rank then
+  // takes the same decisions (tensor-parallel peers run the same plan).
   Tuner(Communicator& agree, int world_size, TunerOptions options);
 
   // The plan for `layer` at this capacity (the same on every rank). While
   // its key is still tuned and `trial` is true (a training forward, followed
   // by its backward), it is the next plan to time and the layer's trial is
   // open until finish_trial() (each layer has its own: a model runs every
-  // forward before the backwards). Local.
+  // forward before the backwards; its next plan() drops a trial that no
+  // backward finished). With `trial` false no key is made. Local.
   ExpertPlan plan(int layer, int64_t capacity, const TuningSpace& space, bool trial);
   bool trial_open(int layer) const { return open_.count(layer) > 0; }
   // Ends the layer's open trial with this rank's seconds (agreed by MAX;
   // collective); a decision is logged and saved.
   void finish_trial(int layer, double seconds);
-  // Drops the layer's open trial (a forward not followed by backward). Local.
-  void cancel_trial(int layer) { open_.erase(layer); }
 
   // The decided plan of a key, if any.
   std::optional<ExpertPlan> decided(int layer, int64_t capacity) const;

@@ -234,6 +234,7 @@ int generate_main(const Args& args) {
   par::ProcessGrid grid(c.parallel);
   models::Trainer<float> trainer(c, grid);
   trainer.load_checkpoint(step_dir);
+  for (auto* layer : trainer.model().moe_layers()) layer->set_training(false);  // no jitter, no tuner trials
 
   std::vector<int32_t> ids = tokenizer.encode(p.flags.at("--prompt"));
   SY_CHECK_AS(ConfigError, !ids.empty(), "switchyard generate: the prompt is empty");

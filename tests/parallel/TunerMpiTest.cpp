@@ -320,6 +320,73 @@ TEST(TunerMpi, TablesThatDoNotFitAreRetunedOrRefused) {
   if (rank == 0) fs::remove(path);
 }
 
+// A model runs every layer's forward before the backwards: each layer has its
+// own open trial. A forward that no backward follows leaves nothing behind,
+// and evaluation (trial = false) neither opens a trial nor makes a key.
+TEST(TunerMpi, LayersInterleaveAndEvaluationMakesNoKey) {
+  auto world = test::world_communicator();
+  const int W = world->size();
+  Tuner tuner(*world, W, TunerOptions{1, "", false});
+  TuningSpace space = space_of({2 * W}, {1, 2});
+  space.algos = {{AllToAllAlgo::Linear, AllToAllAlgo::FlowSplit}};
+  const auto cost = [](int layer, const ExpertPlan& p) {
+    const bool fast = layer == 0 ? p.pipeline == 2 && p.algo == AllToAllAlgo::FlowSplit : p.pipeline == 1;
+    return fast ? 1.0 : 2.0;
+  };
+  int step = 0;
+  do {
+    const ExpertPlan p0 = tuner.plan(0, 300, space, true);
+    const ExpertPlan p1 = tuner.plan(1, 300, space, true);
+    ASSERT_TRUE(tuner.trial_open(0) && tuner.trial_open(1)) << "step " << step;
+    tuner.finish_trial(1, cost(1, p1));
+    tuner.finish_trial(0, cost(0, p0));
+    // An evaluation between steps: the plans so far, no trial, no key for its capacity.
+    tuner.plan(0, 5000, space, false);
+    EXPECT_FALSE(tuner.trial_open(0));
+    EXPECT_FALSE(tuner.decided(0, 5000).has_value());
+  } while (tuner.tuning() && ++step < 20);
+  EXPECT_FALSE(tuner.tuning()) << "a key only evaluation saw would keep tuning() true";
+  EXPECT_EQ(*tuner.decided(0, 300), (ExpertPlan{2 * W, 2, AllToAllAlgo::FlowSplit}));
+  EXPECT_EQ(*tuner.decided(1, 300), (ExpertPlan{2 * W, 1, AllToAllAlgo::Linear}));
+  // A forward whose backward never comes: the next plan() drops its trial.
+  tuner.plan(2, 300, space, true);
+  EXPECT_TRUE(tuner.trial_open(2));
+  tuner.plan(2, 300, space, false);
+  EXPECT_FALSE(tuner.trial_open(2));
+}
+
+TEST(TunerMpi, TableParsingIsStrict) {
+  auto world = test::world_communicator();
+  const int W = world->size(), rank = world->rank();
+  const std::string path = shared_path("parse");
+  const std::string w = "world " + std::to_string(W) + "\n";
+  const std::string good = "layer 0 bucket 1 degree 2 d 4 a2a flowsplit ms 3.5\n";
+  auto load = [&](const std::string& text, const std::string& fingerprint = "") {
+    if (rank == 0) std::ofstream(path, std::ios::binary) << text;
+    MPI_Barrier(MPI_COMM_WORLD);
+    return Tuner(*world, W, TunerOptions{1, path, false, fingerprint});
+  };
+  // Accepted: CRLF, blank and whitespace-only lines, indented comments.
+  {
+    Tuner t = load("# table\r\n\r\n   \n  # indented\n" + w + "run \r\n" + good);
+    EXPECT_EQ(*t.decided(0, 128), (ExpertPlan{2, 4, AllToAllAlgo::FlowSplit}));
+  }
+  for (const std::string& bad :
+       {w + "layer 0 bucket 1 degree 2 d 4 a2a flowsplit ms 3.5 junk\n", w + "world 4 x\n" + good,
+        w + w + good, w + good + good, w + "layer 0 bucket 1 degree 2 d 4 a2a linear ms -1\n",
+        w + "layer 0 bucket 1 degree 1 d 8 a2a 2dh ms 1\n", w + "layer 0 bucket 1 degree 2 d 4 a2a linear\n"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THROW(load(bad), ConfigError);
+  }
+  // Another run's table (fingerprint) is ignored, not an error.
+  {
+    Tuner t = load(w + "run experts=4 dim=512\n" + good, "experts=8 dim=512");
+    EXPECT_FALSE(t.decided(0, 128).has_value());
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank == 0) fs::remove(path);
+}
+
 // ---- an MoE layer driven by the tuner ----
 
 // Every plan the tuner tries computes the same layer: each trial step equals
