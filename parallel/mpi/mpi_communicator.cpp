@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <climits>
-#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -23,22 +22,6 @@ size_t elem_size(ElemType t) {
 }
 
 namespace {
-
-// Whether this node runs more ranks than it has cores (the launcher's local
-// rank count: Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE, MPICH's MPI_LOCALNRANKS,
-// Slurm's SLURM_NTASKS_PER_NODE; unknown = no).
-bool node_oversubscribed() {
-  static const bool value = [] {
-    for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
-      if (const char* v = std::getenv(name)) {
-        const long ranks = std::strtol(v, nullptr, 10);
-        const unsigned cores = std::thread::hardware_concurrency();
-        return cores > 0 && ranks > long(cores);
-      }
-    return false;
-  }();
-  return value;
-}
 
 MPI_Datatype mpi_type(ElemType t) {
   switch (t) {
@@ -86,17 +69,12 @@ class MpiRequest final : public Request {
   // timeout instead of a hang. MPI moves data only inside MPI calls, and a
   // large message moves fragment by fragment, so for the first 10 ms the
   // polls follow each other without pause, as in MPI_Wait (a 50 us sleep
-  // between polls made a 16 MiB all-to-all on 2 ranks about 12x slower;
-  // yielding every poll made it about 15% slower); then each poll yields the
-  // core to oversubscribed ranks, and after 1 s, when a peer is late rather
-  // than a transfer long, polls sleep 50 us. On a node with more ranks than
-  // cores every poll yields from the start: a rank spinning in a wait holds a
-  // core that another rank needs to compute (measured on 4 ranks of 2 cores:
-  // pipelined MoE exchanges went from 0.97x to 1.16x of d = 1).
+  // between polls made a 16 MiB all-to-all on 2 ranks about 12x slower);
+  // then each poll yields the core to oversubscribed ranks, and after 1 s,
+  // when a peer is late rather than a transfer long, polls sleep 50 us.
   void wait() override {
     using Clock = std::chrono::steady_clock;
     const auto start = Clock::now();
-    const double yield_after = node_oversubscribed() ? 0.0 : 0.01;
     double waited = 0;
     for (int spins = 0; !test(); ++spins) {
       if ((spins & 255) == 0) {
@@ -110,7 +88,7 @@ class MpiRequest final : public Request {
       }
       if (waited > 1.0) {
         std::this_thread::sleep_for(std::chrono::microseconds(50));
-      } else if (waited >= yield_after) {
+      } else if (waited > 0.01) {
         std::this_thread::yield();
       }
     }
