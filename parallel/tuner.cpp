@@ -322,7 +322,7 @@ void Tuner::finish_trial(int layer, double seconds) {
   SY_REQUIRE(it != open_.end(), "tuner: finish_trial for layer " << layer << " without an open trial");
   const auto [key, plan] = it->second;
   open_.erase(it);
-  agree_.allreduce(&seconds, &seconds, 1, ElemType::F64, ReduceOp::Max);
+  agree_.allreduce(&seconds, &seconds, 1, ElemType::F64, ReduceOp::Min);
   Entry& e = entries_.at(key);
   e.search->record(plan, seconds);
   if (!e.search->next()) decide(key, e);

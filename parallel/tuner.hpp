@@ -12,8 +12,11 @@
 // buffers and connections), the samples of the plans compared at each point
 // taken in turn (one of each, then the second of each, ...), after as many
 // untimed warm-up trials; one sample is one forward + backward of the layer
-// on a micro-batch, and its time is the slowest rank's (MAX over the agreement
-// group), so every rank records the same numbers and takes the same decisions.
+// on a micro-batch, and its time is the shortest over the ranks (MIN over the
+// agreement group): the ranks leave the layer's exchanges together, so the
+// rank that arrived last has the time of the plan itself, while the others
+// also waited for it (skew from outside the layer). Every rank records the
+// same numbers and takes the same decisions.
 // Each decision is logged in one line and, with parallel.tuning_file, saved;
 // a later run that loads the table starts tuned (no trials for its keys).
 //
@@ -128,7 +131,7 @@ class Tuner {
   // backward finished). With `trial` false no key is made. Local.
   ExpertPlan plan(int layer, int64_t capacity, const TuningSpace& space, bool trial);
   bool trial_open(int layer) const { return open_.count(layer) > 0; }
-  // Ends the layer's open trial with this rank's seconds (agreed by MAX;
+  // Ends the layer's open trial with this rank's seconds (agreed by MIN;
   // collective); a decision is logged and saved.
   void finish_trial(int layer, double seconds);
 
