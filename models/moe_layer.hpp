@@ -207,7 +207,8 @@ class MoeLayer {
   // (parallel/tuner.hpp), as MoE layer `layer_id` of its model; the others
   // stay as set (d only where the layer was built with moe.pipeline_degree =
   // auto). Every training forward then times a trial until its key is
-  // decided. No-op on one rank, or with nothing to choose.
+  // decided. No-op on one rank, or with nothing to choose. Collective over
+  // the layer's ranks: it builds every exchange a trial may run.
   void set_tuner(par::Tuner* tuner, int layer_id, par::TuneDims dims);
   const par::TuningSpace& tuning_space() const { return tuning_space_; }
   bool tuned() const { return tuner_ != nullptr; }

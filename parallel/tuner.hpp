@@ -7,7 +7,7 @@
 // The search, per key: first a ternary search over the degrees (ascending r)
 // at d = 1 and linear (or the fixed ones); then, at the best degree, every
 // (d, algorithm) pair; the choice is the fastest plan timed (the plain d = 1
-// linear plan of that degree when within 3% of it). A plan is timed
+// linear plan of that degree when within 5% of it). A plan is timed
 // tuning_samples times (the fastest counts: the first use of a plan pays for
 // buffers and connections), the samples of the plans compared at each point
 // taken in turn (one of each, then the second of each, ...), after as many
@@ -72,7 +72,7 @@ class PlanSearch {
   // its degree (d = 1 and linear, or the fixed ones) wins when it is within
   // kPlainMargin of it: trials are noisy, and a plan that is not clearly
   // faster is not worth its chunks. Only after next() is nullopt.
-  static constexpr double kPlainMargin = 0.03;
+  static constexpr double kPlainMargin = 0.05;
   ExpertPlan best() const;
   double seconds(const ExpertPlan& plan) const;  // fastest sample; infinity when untimed
   int plans_timed() const;
