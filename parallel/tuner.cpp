@@ -89,17 +89,24 @@ ExpertPlan PlanSearch::base(int degree) const {
   return {degree, has1 ? 1 : space_.pipelines.front(), linear ? AllToAllAlgo::Linear : algos.front()};
 }
 
-std::optional<double> PlanSearch::timed(const ExpertPlan& plan) const {
-  for (const auto& [p, s] : timings_)
-    if (p == plan) {
-      if (int(s.size()) < samples_) return std::nullopt;
-      return *std::min_element(s.begin(), s.end());
+std::optional<double> PlanSearch::timed(const ExpertPlan& plan, int stage) const {
+  for (const Timing& t : timings_)
+    if (t.plan == plan && t.stage == stage) {
+      if (int(t.seconds.size()) < samples_) return std::nullopt;
+      return *std::min_element(t.seconds.begin(), t.seconds.end());
     }
   return std::nullopt;
 }
 
+int PlanSearch::samples_of(const ExpertPlan& plan, int stage) const {
+  for (const Timing& t : timings_)
+    if (t.plan == plan && t.stage == stage) return int(t.seconds.size());
+  return 0;
+}
+
 double PlanSearch::seconds(const ExpertPlan& plan) const {
-  return timed(plan).value_or(std::numeric_limits<double>::infinity());
+  // The comparison that decided: stage 2's at the chosen degree, else stage 1's.
+  return timed(plan, 2).value_or(timed(plan, 1).value_or(std::numeric_limits<double>::infinity()));
 }
 
 void PlanSearch::record(const ExpertPlan& plan, double seconds) {
@@ -107,86 +114,97 @@ void PlanSearch::record(const ExpertPlan& plan, double seconds) {
     ++warmed_;
     return;
   }
-  for (auto& [p, s] : timings_)
-    if (p == plan) {
-      s.push_back(seconds);
+  int best = 0;
+  const int stage = degree_search(best) ? 1 : 2;
+  for (Timing& t : timings_)
+    if (t.plan == plan && t.stage == stage) {
+      t.seconds.push_back(seconds);
       return;
     }
-  timings_.push_back({plan, {seconds}});
+  timings_.push_back({plan, stage, {seconds}});
 }
 
 int PlanSearch::plans_timed() const {
   int n = 0;
-  for (const auto& [p, s] : timings_) n += int(s.size()) >= samples_;
+  for (const Timing& t : timings_) n += int(t.seconds.size()) >= samples_;
   return n;
 }
 
 int PlanSearch::trials() const {
   int n = 0;
-  for (const auto& [p, s] : timings_) n += int(s.size());
+  for (const Timing& t : timings_) n += int(t.seconds.size());
   return n;
 }
 
-int PlanSearch::samples_of(const ExpertPlan& plan) const {
-  for (const auto& [p, s] : timings_)
-    if (p == plan) return int(s.size());
-  return 0;
-}
-
-// Of plans that still need samples, the one with the fewest (the first on a
-// tie): the samples of the plans being compared interleave, so a slow stretch
-// of the machine does not fall on one plan only.
-std::optional<ExpertPlan> PlanSearch::neediest(const std::vector<ExpertPlan>& plans) const {
+// Of plans that still need samples in this stage, the one with the fewest
+// (the first on a tie): the samples of the plans being compared interleave,
+// so a slow stretch of the machine does not fall on one plan only.
+std::optional<ExpertPlan> PlanSearch::neediest(const std::vector<ExpertPlan>& plans, int stage) const {
   std::optional<ExpertPlan> out;
   int fewest = samples_;
   for (const ExpertPlan& p : plans)
-    if (const int n = samples_of(p); n < fewest) {
+    if (const int n = samples_of(p, stage); n < fewest) {
       fewest = n;
       out = p;
     }
   return out;
 }
 
-std::optional<ExpertPlan> PlanSearch::next() const {
-  // Replays the search over the timings so far; the plans it compares at a
-  // point where some lack their samples give the next plan to time.
+std::optional<ExpertPlan> PlanSearch::degree_search(int& best) const {
+  // Replays the ternary search over the degrees, at each degree's base plan,
+  // with the stage-1 timings so far.
   const std::vector<int>& D = space_.degrees;
-  // 1. Ternary search over the degrees, at each degree's base plan.
   int lo = 0, hi = int(D.size()) - 1;
   while (hi - lo > 2) {
     const int m1 = lo + (hi - lo) / 3, m2 = hi - (hi - lo) / 3;
     const ExpertPlan p1 = base(D[size_t(m1)]), p2 = base(D[size_t(m2)]);
-    if (const auto need = neediest({p1, p2})) return need;
-    if (*timed(p1) < *timed(p2)) hi = m2 - 1;
+    if (const auto need = neediest({p1, p2}, 1)) return need;
+    if (*timed(p1, 1) < *timed(p2, 1)) hi = m2 - 1;
     else lo = m1 + 1;
   }
   std::vector<ExpertPlan> last;
   for (int i = lo; i <= hi; ++i) last.push_back(base(D[size_t(i)]));
-  if (const auto need = neediest(last)) return need;
-  int best = lo;
+  if (const auto need = neediest(last, 1)) return need;
+  best = lo;
   for (int i = lo; i <= hi; ++i)
-    if (*timed(base(D[size_t(i)])) < *timed(base(D[size_t(best)]))) best = i;
-  // 2. Every (d, algorithm) at the best degree.
-  const int P = D[size_t(best)];
-  if (P == 1) return std::nullopt;
-  std::vector<ExpertPlan> pairs;
+    if (*timed(base(D[size_t(i)]), 1) < *timed(base(D[size_t(best)]), 1)) best = i;
+  return std::nullopt;
+}
+
+std::vector<ExpertPlan> PlanSearch::pairs(int best) const {
+  std::vector<ExpertPlan> out;
+  const int P = space_.degrees[size_t(best)];
   for (const int d : space_.pipelines)
-    for (const AllToAllAlgo a : space_.algos[size_t(best)]) pairs.push_back({P, d, a});
-  return neediest(pairs);
+    for (const AllToAllAlgo a : space_.algos[size_t(best)]) out.push_back({P, d, a});
+  return out;
+}
+
+std::optional<ExpertPlan> PlanSearch::next() const {
+  // 1. The degree; 2. every (d, algorithm) at it, its plain plan timed again
+  // beside the others (a model's layers get faster or slower over the first
+  // steps as its router learns: plans compared are timed in the same steps).
+  int best = 0;
+  if (const auto need = degree_search(best)) return need;
+  if (space_.degrees[size_t(best)] == 1) return std::nullopt;
+  return neediest(pairs(best), 2);
 }
 
 ExpertPlan PlanSearch::best() const {
+  int b = 0;
+  SY_REQUIRE(!degree_search(b), "tuner: the degree search has not finished");
+  const int P = space_.degrees[size_t(b)];
+  if (P == 1) return base(1);
   std::optional<ExpertPlan> out;
   double t = std::numeric_limits<double>::infinity();
-  for (const auto& [p, s] : timings_)
-    if (const auto v = timed(p); v && *v < t) {
+  for (const ExpertPlan& p : pairs(b))
+    if (const auto v = timed(p, 2); v && *v < t) {
       t = *v;
       out = p;
     }
-  SY_REQUIRE(out.has_value(), "tuner: no plan has been timed");
-  // Near-ties go to the plain plan of the same degree.
-  const ExpertPlan plain = base(out->degree);
-  if (const auto p = timed(plain); p && *p <= t * (1.0 + kPlainMargin)) return plain;
+  SY_REQUIRE(out.has_value(), "tuner: no plan of degree " << P << " has been timed");
+  // Near-ties go to the plain plan of the degree.
+  const ExpertPlan plain = base(P);
+  if (const auto p = timed(plain, 2); p && *p <= t * (1.0 + kPlainMargin)) return plain;
   return *out;
 }
 

@@ -6,7 +6,9 @@
 //
 // The search, per key: first a ternary search over the degrees (ascending r)
 // at d = 1 and linear (or the fixed ones); then, at the best degree, every
-// (d, algorithm) pair; the choice is the fastest plan timed (the plain d = 1
+// (d, algorithm) pair, the plain one timed again beside the others (a
+// model's layers speed up or slow down over the first steps as its router
+// learns, so plans compared are timed in the same steps); the choice is the fastest plan timed (the plain d = 1
 // linear plan of that degree when within 5% of it). A plan is timed
 // tuning_samples times (the fastest counts: the first use of a plan pays for
 // buffers and connections), the samples of the plans compared at each point
@@ -74,20 +76,33 @@ class PlanSearch {
   // faster is not worth its chunks. Only after next() is nullopt.
   static constexpr double kPlainMargin = 0.05;
   ExpertPlan best() const;
-  double seconds(const ExpertPlan& plan) const;  // fastest sample; infinity when untimed
+  // The fastest sample of the comparison that decided (stage 2 at the
+  // chosen degree, else stage 1); infinity when untimed.
+  double seconds(const ExpertPlan& plan) const;
   int plans_timed() const;
   int trials() const;  // samples recorded
   int warmup() const { return warmup_; }
   const TuningSpace& space() const { return space_; }
 
  private:
-  std::optional<double> timed(const ExpertPlan& plan) const;  // once all samples are in
-  int samples_of(const ExpertPlan& plan) const;
-  std::optional<ExpertPlan> neediest(const std::vector<ExpertPlan>& plans) const;
-  ExpertPlan base(int degree) const;                          // d = 1 and linear, or the first candidates
+  // A plan's samples in one stage: 1 the degree search, 2 the (d, algorithm)
+  // comparison at the chosen degree.
+  struct Timing {
+    ExpertPlan plan;
+    int stage;
+    std::vector<double> seconds;
+  };
+  std::optional<double> timed(const ExpertPlan& plan, int stage) const;  // once all samples are in
+  int samples_of(const ExpertPlan& plan, int stage) const;
+  std::optional<ExpertPlan> neediest(const std::vector<ExpertPlan>& plans, int stage) const;
+  // The degree search replayed: the next plan it needs, or nullopt with the
+  // index of the best degree in `best`.
+  std::optional<ExpertPlan> degree_search(int& best) const;
+  std::vector<ExpertPlan> pairs(int best) const;  // every (d, algorithm) at degree index best
+  ExpertPlan base(int degree) const;              // d = 1 and linear, or the first candidates
   TuningSpace space_;
   int samples_, warmup_, warmed_ = 0;
-  std::vector<std::pair<ExpertPlan, std::vector<double>>> timings_;
+  std::vector<Timing> timings_;
 };
 
 // Which of an MoE layer's choices the tuner makes: moe.parallel_mode = auto

@@ -186,7 +186,7 @@ TEST(TrainerMpiTest, TunerDecidesInTheFirstStepsAndItsTableStartsTheNextRunTuned
   c.parallel.dp = W;
   c.parallel.tuning_samples = 1;
   c.parallel.tuning_file = dir + "/tuning.txt";
-  c.train.steps = 16;  // at most 3 degrees, then 12 (d, algorithm) pairs
+  c.train.steps = 20;  // 1 warm-up, at most 3 degrees, then at most 12 (d, algorithm) pairs
   std::string table;
   {
     par::ProcessGrid grid(c.parallel, MPI_COMM_WORLD);
