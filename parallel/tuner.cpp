@@ -189,6 +189,18 @@ std::optional<ExpertPlan> PlanSearch::next() const {
   return neediest(pairs(best), 2);
 }
 
+ExpertPlan PlanSearch::fastest_so_far() const {
+  std::optional<ExpertPlan> out;
+  double t = std::numeric_limits<double>::infinity();
+  for (const Timing& tm : timings_)
+    if (int(tm.seconds.size()) >= samples_) {
+      const double v = *std::min_element(tm.seconds.begin(), tm.seconds.end());
+      if (v < t) t = v, out = tm.plan;
+    }
+  if (out) return *out;
+  return next().value_or(base(space_.degrees.front()));
+}
+
 ExpertPlan PlanSearch::best() const {
   int b = 0;
   SY_REQUIRE(!degree_search(b), "tuner: the degree search has not finished");
@@ -324,7 +336,7 @@ ExpertPlan Tuner::plan(int layer, int64_t capacity, const TuningSpace& space, bo
   if (!trial) {
     // Evaluation or generation: the fastest plan so far, else where the
     // search starts; no key is made for a capacity only they see.
-    if (it != entries_.end() && it->second.search->plans_timed() > 0) return it->second.search->best();
+    if (it != entries_.end()) return it->second.search->fastest_so_far();
     return *PlanSearch(space).next();
   }
   Entry& e = entries_[key];
@@ -360,7 +372,7 @@ void Tuner::decide(const Key& key, Entry& e) {
   if (!(plain == *e.choice) && std::isfinite(s.seconds(plain)))
     os << " (d=1 linear " << ms_text(s.seconds(plain)) << ", " << std::fixed << std::setprecision(2)
        << s.seconds(plain) / s.seconds(*e.choice) << "x)";
-  os << "; " << s.plans_timed() << " plans, " << s.trials() << " trials after " << s.warmup() << " warm-up";
+  os << "; " << s.plans_timed() << " plan timings, " << s.trials() << " trials after " << s.warmup() << " warm-up";
   log_.push_back(os.str());
   SY_LOG_INFO(os.str());
   save();

@@ -76,10 +76,13 @@ class PlanSearch {
   // faster is not worth its chunks. Only after next() is nullopt.
   static constexpr double kPlainMargin = 0.05;
   ExpertPlan best() const;
+  // What to run outside trials (evaluation) while the search is on: the
+  // fastest plan timed so far, else the next one it would time.
+  ExpertPlan fastest_so_far() const;
   // The fastest sample of the comparison that decided (stage 2 at the
   // chosen degree, else stage 1); infinity when untimed.
   double seconds(const ExpertPlan& plan) const;
-  int plans_timed() const;
+  int plans_timed() const;  // (plan, stage) timings with all their samples
   int trials() const;  // samples recorded
   int warmup() const { return warmup_; }
   const TuningSpace& space() const { return space_; }

@@ -346,6 +346,16 @@ TEST(TunerMpi, LayersInterleaveAndEvaluationMakesNoKey) {
   EXPECT_FALSE(tuner.tuning()) << "a key only evaluation saw would keep tuning() true";
   EXPECT_EQ(*tuner.decided(0, 300), (ExpertPlan{2 * W, 2, AllToAllAlgo::FlowSplit}));
   EXPECT_EQ(*tuner.decided(1, 300), (ExpertPlan{2 * W, 1, AllToAllAlgo::Linear}));
+  // Evaluation while the degree search is still on (several degrees).
+  TuningSpace degrees = space_of({W, 2 * W, 4 * W}, {1, 2});
+  degrees.algos.assign(3, {AllToAllAlgo::Linear});
+  for (int i = 0; i < 2; ++i) {
+    const ExpertPlan p = tuner.plan(7, 300, degrees, true);
+    tuner.finish_trial(7, double(p.degree));
+    const ExpertPlan e = tuner.plan(7, 300, degrees, false);
+    EXPECT_TRUE(degrees.contains(e)) << "evaluation gets a plan of the space";
+  }
+  EXPECT_FALSE(tuner.decided(7, 300).has_value());
   // A forward whose backward never comes: the next plan() drops its trial.
   tuner.plan(2, 300, space, true);
   EXPECT_TRUE(tuner.trial_open(2));
