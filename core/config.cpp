@@ -1,29 +1,19 @@
 #include "core/config.hpp"
 
-#include <boost/program_options.hpp>
-
-#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <charconv>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <iomanip>
-#include <limits>
-#include <map>
 #include <optional>
-#include <set>
-#include <sstream>
 #include <string_view>
 
+#include "core/config_table.hpp"
 #include "core/error.hpp"
 
 namespace sy {
 
-namespace po = boost::program_options;
+using cfg::enum_name;
 
 namespace {
 
@@ -40,12 +30,6 @@ constexpr std::array<const char*, 4> kAllToAllNames = {"linear", "2dh", "flowspl
 constexpr std::array<const char*, 2> kTokenizerNames = {"byte", "bpe"};
 constexpr std::array<const char*, 2> kDTypeNames = {"fp32", "bf16"};  // DType::F32, DType::BF16
 
-template <typename E, size_t N>
-const char* enum_name(E v, const std::array<const char*, N>& names) {
-  const auto i = static_cast<size_t>(v);
-  return i < N ? names[i] : "?";
-}
-
 }  // namespace
 
 const char* to_string(PositionKind v) { return enum_name(v, kPositionNames); }
@@ -59,124 +43,7 @@ const char* to_string(TokenizerKind v) { return enum_name(v, kTokenizerNames); }
 
 namespace {
 
-std::string trim(std::string_view s) {
-  const auto first = s.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) return "";
-  const auto last = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(first, last - first + 1));
-}
-
-// Shortest text that parses back to the same double.
-std::string format_real(double v) {
-  std::array<char, 64> buf;
-  const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), v);
-  return std::string(buf.data(), r.ptr);
-}
-
-template <typename T>
-std::optional<T> parse_number(const std::string& s) {
-  T v{};
-  const char* end = s.data() + s.size();
-  const auto r = std::from_chars(s.data(), end, v);
-  if (s.empty() || r.ec != std::errc() || r.ptr != end) return std::nullopt;
-  return v;
-}
-
-// --- codecs: parse a value (nullopt when not allowed), format it back, describe what is allowed.
-
-template <typename T>
-struct IntCodec {
-  T min;
-  std::string allowed() const {
-    if (min == 1) return "a positive integer";
-    if (min == 0) return "an integer >= 0";
-    return "an integer >= " + std::to_string(min);
-  }
-  std::optional<T> parse(const std::string& s) const {
-    const auto v = parse_number<T>(s);
-    if (!v || *v < min) return std::nullopt;
-    return v;
-  }
-  std::string format(T v) const { return std::to_string(v); }
-};
-template <typename T>
-IntCodec<T> positive() {
-  return {1};
-}
-template <typename T>
-IntCodec<T> non_negative() {
-  return {0};
-}
-
-struct RealCodec {
-  double lo = -std::numeric_limits<double>::infinity();
-  bool lo_open = false;
-  double hi = std::numeric_limits<double>::infinity();
-  bool hi_open = false;
-  std::string allowed() const {
-    const bool has_lo = std::isfinite(lo), has_hi = std::isfinite(hi);
-    if (!has_lo && !has_hi) return "a number";
-    if (!has_hi) return std::string("a number ") + (lo_open ? "> " : ">= ") + format_real(lo);
-    if (!has_lo) return std::string("a number ") + (hi_open ? "< " : "<= ") + format_real(hi);
-    return std::string("a number in ") + (lo_open ? "(" : "[") + format_real(lo) + ", " + format_real(hi) +
-           (hi_open ? ")" : "]");
-  }
-  std::optional<double> parse(const std::string& s) const {
-    const auto v = parse_number<double>(s);
-    if (!v || !std::isfinite(*v)) return std::nullopt;
-    if (lo_open ? !(*v > lo) : !(*v >= lo)) return std::nullopt;
-    if (hi_open ? !(*v < hi) : !(*v <= hi)) return std::nullopt;
-    return v;
-  }
-  std::string format(double v) const { return format_real(v); }
-};
-RealCodec any_real() { return {}; }
-RealCodec positive_real() { return {.lo = 0.0, .lo_open = true}; }
-RealCodec non_negative_real() { return {.lo = 0.0}; }
-
-struct BoolCodec {
-  std::string allowed() const { return "true or false (also 1/0, yes/no, on/off)"; }
-  std::optional<bool> parse(const std::string& s) const {
-    std::string l = s;
-    std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-    if (l == "true" || l == "1" || l == "yes" || l == "on") return true;
-    if (l == "false" || l == "0" || l == "no" || l == "off") return false;
-    return std::nullopt;
-  }
-  std::string format(bool v) const { return v ? "true" : "false"; }
-};
-
-template <typename E, size_t N>
-struct ChoiceCodec {
-  const std::array<const char*, N>* names;
-  std::string allowed() const {
-    std::string out = "one of ";
-    for (size_t i = 0; i < N; ++i) out += (i ? ", " : "") + std::string((*names)[i]);
-    return out;
-  }
-  std::optional<E> parse(const std::string& s) const {
-    for (size_t i = 0; i < N; ++i)
-      if (s == (*names)[i]) return static_cast<E>(i);
-    return std::nullopt;
-  }
-  std::string format(E v) const { return enum_name(v, *names); }
-};
-template <typename E, size_t N>
-ChoiceCodec<E, N> choice(const std::array<const char*, N>& names) {
-  return {&names};
-}
-
-// Paths and other free text. '#' starts an INI comment and line breaks end the
-// value, so neither could be written back by to_ini.
-struct TextCodec {
-  std::string allowed() const { return "a path without '#' or control characters (may be empty)"; }
-  std::optional<std::string> parse(const std::string& s) const {
-    for (unsigned char c : s)
-      if (c == '#' || c < 0x20 || c == 0x7f) return std::nullopt;
-    return s;
-  }
-  std::string format(const std::string& v) const { return v; }
-};
+using namespace cfg;
 
 // moe.parallel_mode: "auto" (stored as -1) or r >= 0.
 struct ParallelModeCodec {
@@ -221,32 +88,8 @@ struct LinkCodec {
 
 // --- the key table --------------------------------------------------------------
 
-struct KeySpec {
-  std::string name;     // "section.key"
-  std::string allowed;  // "a positive integer", "one of a, b, c"
-  std::string help;
-  std::function<bool(Config&, const std::string&)> set;  // false: value not allowed
-  std::function<std::string(const Config&)> get;
-};
-
-template <typename Section, typename T, typename Codec>
-KeySpec key(const char* name, Section Config::*section, T Section::*field, Codec codec, const char* help) {
-  KeySpec k;
-  k.name = name;
-  k.allowed = codec.allowed();
-  k.help = help;
-  k.set = [=](Config& c, const std::string& value) {
-    const auto parsed = codec.parse(value);
-    if (!parsed) return false;
-    (c.*section).*field = *parsed;
-    return true;
-  };
-  k.get = [=](const Config& c) { return codec.format((c.*section).*field); };
-  return k;
-}
-
 // One line per key, grouped by section in this order; to_ini and config_help follow it.
-const std::vector<KeySpec>& key_table() {
+const KeyTable<Config>& key_table() {
   using C = Config;
   using M = ModelConfig;
   using E = MoeConfig;
@@ -256,7 +99,7 @@ const std::vector<KeySpec>& key_table() {
   using K = CheckpointConfig;
   using L = LogConfig;
   using B = BenchConfig;
-  static const std::vector<KeySpec> table = {
+  static const KeyTable<Config> table = {
       key("model.dim", &C::model, &M::dim, positive<int>(), "residual stream width, divisible by model.heads"),
       key("model.layers", &C::model, &M::layers, positive<int>(), "transformer blocks"),
       key("model.heads", &C::model, &M::heads, positive<int>(), "attention heads"),
@@ -340,202 +183,11 @@ const std::vector<KeySpec>& key_table() {
   return table;
 }
 
-const KeySpec& spec(const std::string& name) {
-  for (const auto& k : key_table())
-    if (k.name == name) return k;
-  throw std::logic_error("config: no key " + name);  // a typo in this file, not user input
-}
-
-// --- errors ---------------------------------------------------------------------
-
-constexpr const char* kCommandLine = "command line";
-
-[[noreturn]] void fail(const std::string& source, const std::string& what) { throw ConfigError(source + ": " + what); }
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-std::string after_dot(const std::string& s) {
-  const auto dot = s.rfind('.');
-  return dot == std::string::npos ? s : s.substr(dot + 1);
-}
-
-// The nearest key by edit distance; a key that only sits in the wrong section counts as near.
-std::optional<std::string> suggest_key(const std::string& unknown) {
-  const std::string leaf = after_dot(unknown);
-  const size_t limit = std::clamp<size_t>(unknown.size() / 3, 2, 4);
-  size_t best = limit + 1;
-  std::optional<std::string> best_name;
-  for (const auto& k : key_table()) {
-    size_t d = edit_distance(unknown, k.name);
-    const std::string k_leaf = after_dot(k.name);
-    if (leaf == k_leaf) d = std::min<size_t>(d, 1);
-    else if (leaf.size() >= 4 && k_leaf.find(leaf) != std::string::npos) d = std::min<size_t>(d, 2);
-    if (d < best) best = d, best_name = k.name;
-  }
-  return best_name;
-}
-
-[[noreturn]] void fail_unknown_key(const std::string& source, const std::string& name) {
-  std::string msg = "unknown key '" + name + "'";
-  if (const auto near = suggest_key(name)) msg += " (did you mean '" + *near + "'?)";
-  fail(source, msg);
-}
-
-// "--moe.topk=3" -> "moe.topk"
-std::string option_key(std::string s) {
-  s.erase(0, s.find_first_not_of('-') == std::string::npos ? s.size() : s.find_first_not_of('-'));
-  return s.substr(0, s.find('='));
-}
-
-// --- reading ----------------------------------------------------------------------
-
-struct Setting {
-  std::string value;
-  std::string source;  // file path or "command line"
-};
-using Settings = std::map<std::string, Setting>;
-
-po::options_description key_options() {
-  po::options_description desc;
-  for (const auto& k : key_table()) desc.add_options()(k.name.c_str(), po::value<std::string>(), k.help.c_str());
-  return desc;
-}
-
-// The value of one parsed option, trimmed; "quoted" values lose their quotes.
-std::string single_value(const po::option& opt) {
-  std::string v = opt.value.empty() ? "" : trim(opt.value.front());
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  return v;
-}
-
-// 1-based number of the first line whose text (comment stripped) is `line`, or 0.
-int find_line(const std::string& path, const std::string& line) {
-  std::ifstream in(path);
-  std::string text;
-  for (int n = 1; std::getline(in, text); ++n) {
-    const auto hash = text.find('#');
-    if (trim(text.substr(0, hash)) == trim(line)) return n;
-  }
-  return 0;
-}
-
-void read_file(const std::string& path, const po::options_description& desc, Settings& settings) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail(path, "cannot read config file: it is a directory");
-  std::ifstream in(path);
-  if (!in) fail(path, std::string("cannot open config file") + (errno ? std::string(": ") + std::strerror(errno) : ""));
-  po::parsed_options parsed(&desc);
-  try {
-    parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/false);
-  } catch (const po::unknown_option& e) {
-    fail_unknown_key(path, option_key(e.get_option_name()));
-  } catch (const po::invalid_config_file_syntax& e) {
-    const int line = find_line(path, e.tokens());
-    fail(path, (line > 0 ? "line " + std::to_string(line) + ": " : std::string()) + "cannot parse '" + e.tokens() +
-                   "': expected 'key = value' under a '[section]' line");
-  } catch (const po::error&) {
-    fail(path, "not a valid INI file: expected '[section]' lines and 'key = value' lines");
-  }
-  std::set<std::string> seen;
-  for (const auto& opt : parsed.options) {
-    if (!seen.insert(opt.string_key).second) fail(path, "key '" + opt.string_key + "' is given more than once");
-    settings[opt.string_key] = {single_value(opt), path};
-  }
-}
-
-void read_overrides(const std::vector<std::string>& overrides, const po::options_description& desc,
-                    Settings& settings) {
-  // Boost rejects "--key=" with nothing after '='; as two tokens it reads an empty value.
-  std::vector<std::string> tokens;
-  for (size_t i = 0; i < overrides.size(); ++i) {
-    const std::string& t = overrides[i];
-    // "--log.dir --moe.top_k=3" would set log.dir to "--moe.top_k=3": a value never starts with "--".
-    if (t.size() > 2 && t.compare(0, 2, "--") == 0 && t.find('=') == std::string::npos && i + 1 < overrides.size() &&
-        overrides[i + 1].compare(0, 2, "--") == 0) {
-      const std::string name = option_key(t);
-      const auto& keys = key_table();
-      if (std::none_of(keys.begin(), keys.end(), [&](const KeySpec& k) { return k.name == name; }))
-        fail_unknown_key(kCommandLine, name);
-      fail(kCommandLine, "missing value for '" + name + "' (write --" + name + "=VALUE)");
-    }
-    if (t.size() > 2 && t.compare(0, 2, "--") == 0 && t.find('=') == t.size() - 1) {
-      tokens.push_back(t.substr(0, t.size() - 1));
-      tokens.emplace_back();
-    } else {
-      tokens.push_back(t);
-    }
-  }
-  namespace style = po::command_line_style;
-  po::parsed_options parsed(&desc);
-  try {
-    // No guessing: "--moe.top" must not silently mean "--moe.top_k".
-    parsed = po::command_line_parser(tokens)
-                 .options(desc)
-                 .style(style::allow_long | style::long_allow_adjacent | style::long_allow_next)
-                 .run();
-  } catch (const po::unknown_option& e) {
-    fail_unknown_key(kCommandLine, option_key(e.get_option_name()));
-  } catch (const po::invalid_command_line_syntax& e) {
-    const std::string name = option_key(e.get_option_name());
-    if (e.kind() == po::invalid_syntax::missing_parameter)
-      fail(kCommandLine, "missing value for '" + name + "' (write --" + name + "=VALUE)");
-    fail(kCommandLine, "cannot parse the option '" + name + "' (write --" + name + "=VALUE)");
-  } catch (const po::error&) {
-    fail(kCommandLine, "cannot parse the overrides: expected --section.key=value tokens");
-  }
-  for (const auto& opt : parsed.options) {
-    if (opt.string_key.empty()) {
-      const std::string token = opt.original_tokens.empty() ? single_value(opt) : opt.original_tokens.front();
-      fail(kCommandLine, "unexpected argument '" + token + "': overrides are --section.key=value");
-    }
-    settings[opt.string_key] = {single_value(opt), kCommandLine};  // a repeated key: the last one wins
-  }
-}
 
 // --- cross-key rules -----------------------------------------------------------
 
-class CrossCheck {
- public:
-  CrossCheck(const Config& config, std::map<std::string, std::string> sources, std::string fallback_source)
-      : config_(config), sources_(std::move(sources)), fallback_(std::move(fallback_source)) {}
 
-  // "moe.top_k = 3"
-  std::string show(const std::string& name) const { return name + " = " + spec(name).get(config_); }
-
-  // Fails naming the sources of the keys involved (or the fallback when all are defaults).
-  void require(bool ok, std::initializer_list<const char*> keys, const std::string& message) const {
-    if (ok) return;
-    std::vector<std::string> names;
-    for (const char* k : keys) {
-      const auto it = sources_.find(k);
-      if (it != sources_.end() && std::find(names.begin(), names.end(), it->second) == names.end())
-        names.push_back(it->second);
-    }
-    std::string source;
-    for (const auto& n : names) source += (source.empty() ? "" : ", ") + n;
-    fail(source.empty() ? fallback_ : source, message);
-  }
-
- private:
-  const Config& config_;
-  std::map<std::string, std::string> sources_;
-  std::string fallback_;
-};
-
-void check_cross_keys(const Config& c, const CrossCheck& x) {
+void check_cross_keys(const Config& c, const CrossCheck<Config>& x) {
   const ModelConfig& m = c.model;
   const MoeConfig& e = c.moe;
 
@@ -584,48 +236,20 @@ void check_cross_keys(const Config& c, const CrossCheck& x) {
 // --- public -------------------------------------------------------------------------
 
 Config load_config(const std::string& ini_path, const std::vector<std::string>& overrides) {
-  const po::options_description desc = key_options();
-  Settings settings;
-  if (!ini_path.empty()) read_file(ini_path, desc, settings);
-  read_overrides(overrides, desc, settings);
-
+  const Settings settings = read_settings(ini_path, overrides, key_names(key_table()));
   Config config;
-  std::map<std::string, std::string> sources;
-  for (const auto& k : key_table()) {  // table order: the first bad key in reading order fails
-    const auto it = settings.find(k.name);
-    if (it == settings.end()) continue;
-    const Setting& s = it->second;
-    if (!k.set(config, s.value)) fail(s.source, k.name + " = '" + s.value + "': expected " + k.allowed);
-    sources[k.name] = s.source;
-  }
-  check_cross_keys(config, CrossCheck(config, std::move(sources), "defaults"));
+  auto sources = apply_settings(key_table(), settings, config);
+  check_cross_keys(config, CrossCheck<Config>(key_table(), config, std::move(sources), "defaults"));
   return config;
 }
 
 void validate_config(const Config& config) {
-  for (const auto& k : key_table()) {
-    const std::string value = k.get(config);
-    Config scratch;
-    if (!k.set(scratch, value)) fail("config", k.name + " = '" + value + "': expected " + k.allowed);
-  }
-  check_cross_keys(config, CrossCheck(config, {}, "config"));
+  check_fields(key_table(), config);
+  check_cross_keys(config, CrossCheck<Config>(key_table(), config, {}, "config"));
 }
 
 std::string to_ini(const Config& config) {
-  std::ostringstream os;
-  os << "# switchyard config, resolved (defaults, file, command line)\n";
-  std::string section;
-  for (const auto& k : key_table()) {
-    const auto dot = k.name.find('.');
-    const std::string sec = k.name.substr(0, dot);
-    if (sec != section) {
-      os << (section.empty() ? "" : "\n") << "[" << sec << "]\n";
-      section = sec;
-    }
-    const std::string value = k.get(config);
-    os << k.name.substr(dot + 1) << " =" << (value.empty() ? "" : " " + value) << "\n";
-  }
-  return os.str();
+  return table_ini(key_table(), config, "switchyard config, resolved (defaults, file, command line)");
 }
 
 void write_resolved_config(const Config& config, const std::string& dir) {
@@ -641,22 +265,8 @@ void write_resolved_config(const Config& config, const std::string& dir) {
   if (!out) throw IoError("cannot write '" + path.string() + "'");
 }
 
-std::string config_help() {
-  const Config defaults;
-  std::ostringstream os;
-  os << "Config keys: in an INI file as 'key = value' under '[section]', or as --section.key=value\n";
-  for (const auto& k : key_table()) {
-    const std::string value = k.get(defaults);
-    os << "  " << std::left << std::setw(26) << k.name << " " << std::setw(10)
-       << (value.empty() ? "\"\"" : value) << " " << k.help << "; " << k.allowed << "\n";
-  }
-  return os.str();
-}
+std::string config_help() { return table_help(key_table()); }
 
-std::vector<std::string> config_keys() {
-  std::vector<std::string> names;
-  for (const auto& k : key_table()) names.push_back(k.name);
-  return names;
-}
+std::vector<std::string> config_keys() { return key_names(key_table()); }
 
 }  // namespace sy
