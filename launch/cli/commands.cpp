@@ -8,26 +8,6 @@
 
 namespace sy::cli {
 
-namespace {
-
-// A subcommand whose issue has not landed yet: say so plainly and fail, so a
-// script never mistakes it for success.
-template <const char* Name, const char* Issue>
-int not_built(const Args& args) {
-  for (const auto& a : args)
-    if (a == "--help" || a == "-h") {
-      std::cout << "switchyard " << Name << ": not built yet (" << Issue << ").\n";
-      return 0;
-    }
-  std::cerr << "switchyard " << Name << ": not built yet (" << Issue << ")\n";
-  return 2;
-}
-
-constexpr char kNetsim[] = "netsim";
-constexpr char kNetsimIssue[] = "comes with the network simulator";
-
-}  // namespace
-
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"train", "train a model from an INI config (mpirun/srun for several ranks)", train_main, true},
@@ -35,7 +15,7 @@ const std::vector<Command>& commands() {
       {"eval", "validation loss and per-domain expert usage of a checkpoint", eval_main, true},
       {"generate", "sample text from a checkpoint", generate_main, true},
       {"bench", "benchmarks: gemm, moe-layer, alltoall; --json for machine-readable lines", bench_main, true},
-      {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", not_built<kNetsim, kNetsimIssue>, false},
+      {"netsim", "flow-level network simulator: ECMP vs spraying vs flow-split", netsim_main, false},
       {"config", "check an INI config and print it resolved, with --section.key=value overrides", config_main, false},
       {"info", "version, build options, and the GEMM speed of this machine", info_main, false},
   };

@@ -29,5 +29,6 @@ int prepare_main(const Args& args);
 int train_main(const Args& args);
 int eval_main(const Args& args);
 int generate_main(const Args& args);
+int netsim_main(const Args& args);
 
 }  // namespace sy::cli
