@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <sstream>
 
@@ -20,6 +21,7 @@
 #include "data/checkpoint.hpp"
 #include "models/optimizer.hpp"
 #include "parallel/moe_hooks.hpp"
+#include "parallel/netsim/workload.hpp"
 #include "parallel/tuner.hpp"
 
 namespace sy::models {
@@ -240,6 +242,7 @@ StepMetrics Trainer<T>::train_step() {
 
   model_->zero_grads();
   for (auto* layer : layers) layer->times().clear();
+  dispatched_.assign(layers.size() * size_t(E), 0);
   for (int m = 0; m < mb; ++m) {
     sampler_->train_batch(step_, W_ * mb * B, m * W_ + w_, W_ * mb, batch_);
     // The noise of a micro-batch follows its slice of the global batch, so
@@ -268,7 +271,10 @@ StepMetrics Trainer<T>::train_step() {
       local[6] += double(st.routed_slots);
       local[7] += double(st.dropped_slots);
       local[8] += st.experts_per_token * double(st.num_tokens);
-      for (int64_t e = 0; e < E; ++e) local[10 + j * size_t(E) + size_t(e)] += double(st.routed_per_expert[size_t(e)]);
+      for (int64_t e = 0; e < E; ++e) {
+        local[10 + j * size_t(E) + size_t(e)] += double(st.routed_per_expert[size_t(e)]);
+        dispatched_[j * size_t(E) + size_t(e)] += st.tokens_per_expert[size_t(e)];
+      }
     }
   }
   dense_->finish();
@@ -545,6 +551,56 @@ bool Trainer<T>::stop_requested() {
 }
 
 template <typename T>
+void Trainer<T>::write_routing_trace() {
+  const std::string& path = config_.log.routing_trace;
+  if (path.empty() || model_->moe_layers().empty()) return;
+  const int world = grid_.world_size();
+  const int64_t E = config_.moe.num_experts, layers = int64_t(model_->moe_layers().size());
+  std::vector<int64_t> all(size_t(world) * dispatched_.size());  // (ranks, layers, E)
+  grid_.world().all_gather(dispatched_.data(), all.data(), int64_t(dispatched_.size()), par::ElemType::I64);
+  if (grid_.world_rank() != 0) return;
+  std::ofstream out(path, std::ios::app);
+  std::vector<int64_t> block(size_t(world) * size_t(E));  // (ranks, E)
+  for (int64_t j = 0; j < layers; ++j) {
+    for (int r = 0; r < world; ++r)
+      std::copy_n(all.begin() + (int64_t(r) * layers + j) * E, E, block.begin() + int64_t(r) * E);
+    out << net::routing_trace_block(step_, int(j), block.data(), world, int(E));
+  }
+  out.flush();
+  SY_CHECK_AS(IoError, out.good(), "cannot append to the routing trace " << path);
+}
+
+// Starts log.routing_trace: a fresh file with its header, or on resume the
+// blocks up to the resumed step (a trace of another shape is moved aside).
+template <typename T>
+void Trainer<T>::start_routing_trace() {
+  const std::string& path = config_.log.routing_trace;
+  if (path.empty() || grid_.world_rank() != 0) return;
+  const std::string header = net::routing_trace_header(grid_.world_size(), config_.moe.num_experts);
+  std::string kept = header;
+  if (step_ > 0 && std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.compare(0, header.size(), header) == 0) {
+      std::istringstream lines(text.substr(header.size()));
+      bool keep = false;
+      for (std::string l; std::getline(lines, l);) {
+        if (l.rfind("step ", 0) == 0) keep = std::atoll(l.c_str() + 5) <= step_;
+        if (keep) kept += l + "\n";
+      }
+    } else {
+      std::filesystem::rename(path, path + ".old");
+      SY_LOG(log::Level::Warn, "train: " << path << " holds a trace of another world size or expert count; moved to "
+                                         << path << ".old");
+    }
+  }
+  if (const auto dir = std::filesystem::path(path).parent_path(); !dir.empty()) std::filesystem::create_directories(dir);
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+  SY_CHECK_AS(IoError, out.good(), "cannot write the routing trace " << path);
+}
+
+template <typename T>
 void Trainer<T>::write_metrics(const StepMetrics& m, const EvalResult* eval) {
   if (metrics_path_.empty() || grid_.world_rank() != 0) return;
   JsonLine j;
@@ -618,6 +674,7 @@ std::vector<StepMetrics> Trainer<T>::train(int64_t until) {
     for (const auto& l : keep) out << l << "\n";
     SY_CHECK_AS(IoError, out.good(), "cannot write " << metrics_path_);
   }
+  start_routing_trace();
   peak_gflops_ = bench::measure_fma_peak_gflops(config_.train.threads, 0.2);
   if (verbose_) SY_LOG(log::Level::Info, "train: " << model_->num_params_global() << " parameters ("
                                      << model_->active_params_per_token() << " active per token), "
@@ -635,7 +692,10 @@ std::vector<StepMetrics> Trainer<T>::train(int64_t until) {
     const bool do_eval = config_.train.eval_every > 0 && (step_ % config_.train.eval_every == 0 || last);
     if (do_eval) eval = evaluate();
     write_metrics(m, do_eval ? &eval : nullptr);
-    if (step_ % config_.log.every == 0 || step_ == 1 || last) print_line(m);
+    if (step_ % config_.log.every == 0 || step_ == 1 || last) {
+      print_line(m);
+      write_routing_trace();
+    }
     if (do_eval && grid_.world_rank() == 0 && verbose_) {
       std::ostringstream os;
       os << "eval  step " << step_ << " | val_loss " << eval.val_loss;

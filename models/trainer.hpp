@@ -150,6 +150,11 @@ class Trainer {
   int64_t loaded_step_ = -1;  // the step of the checkpoint loaded, if any
   bool verbose_ = true;
   std::string metrics_path_;
+  // log.routing_trace: tokens this rank dispatched to each expert in the last step
+  // (kept slots, summed over micro-batches), appended for every logged step.
+  std::vector<int64_t> dispatched_;  // (MoE layers, E)
+  void start_routing_trace();
+  void write_routing_trace();
 };
 
 extern template class Trainer<float>;

@@ -5,6 +5,7 @@
 //  - a run resumed from a checkpoint equals the uninterrupted run bitwise;
 //  - a checkpoint written on 4 ranks loads on 2 and then 1 (resharding) and
 //    the loss curve continues;
+//  - log.routing_trace writes every rank's dispatch per logged step and resumes;
 //  - the golden loss curve of a tiny config (tests/models/golden_loss.txt).
 #include "models/trainer.hpp"
 
@@ -26,6 +27,7 @@
 #include "data/dataset.hpp"
 #include "data/synthetic.hpp"
 #include "data/tokenizer.hpp"
+#include "parallel/netsim/workload.hpp"
 #include "parallel/process_grid.hpp"
 #include "tests/support/mpi_support.hpp"
 #include "tests/support/test_support.hpp"
@@ -239,6 +241,45 @@ TEST(TrainerMpiTest, ResumeEqualsTheUninterruptedRunBitwise) {
   EXPECT_EQ(resumed.step(), 8);
   ASSERT_EQ(tail.size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(tail[i], straight[4 + i]) << "step " << 5 + i;  // bitwise
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (test::world_rank() == 0) fs::remove_all(dir);
+}
+
+// log.routing_trace: one block per MoE layer and logged step, every rank's
+// dispatched tokens per expert; a resumed run drops the blocks after its
+// checkpoint (a crashed run may have logged past it) and goes on appending.
+TEST(TrainerMpiTest, RoutingTraceHoldsEveryRanksDispatchAndResumes) {
+  const int W = test::world_size();
+  const std::string dir = shared_dir("trace");
+  Config c = tiny_config();
+  c.train.steps = 6;
+  c.parallel.dp = W;
+  c.log.every = 2;
+  c.log.routing_trace = dir + "/trace.txt";
+  c.checkpoint.dir = dir + "/ckpt";
+  run(c, MPI_COMM_WORLD, 4);  // logs steps 1, 2, 4 and stops with a checkpoint at 4
+  if (test::world_rank() == 0) {
+    const net::RoutingTrace t = net::read_routing_trace(c.log.routing_trace);
+    EXPECT_EQ(t.ranks, W);
+    EXPECT_EQ(t.experts, 4);
+    ASSERT_EQ(t.labels, (std::vector<std::string>{"step 1 layer 0", "step 2 layer 0", "step 4 layer 0"}));
+    const int64_t slots = int64_t(c.train.micro_batch_size) * c.model.seq_len * c.moe.top_k;  // per rank
+    for (const auto& block : t.blocks)
+      for (int r = 0; r < W; ++r) {
+        int64_t sum = 0;
+        for (int e = 0; e < 4; ++e) sum += block[size_t(r * 4 + e)];
+        EXPECT_GT(sum, slots / 2) << "rank " << r << ": most slots are kept at capacity factor 1";
+        EXPECT_LE(sum, slots) << "rank " << r;
+      }
+    std::ofstream(c.log.routing_trace, std::ios::app) << "step 5 layer 0\n" << std::string(size_t(W), '\n');
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  c.checkpoint.resume = true;
+  run(c, MPI_COMM_WORLD);
+  if (test::world_rank() == 0) {
+    const net::RoutingTrace t = net::read_routing_trace(c.log.routing_trace);
+    EXPECT_EQ(t.labels, (std::vector<std::string>{"step 1 layer 0", "step 2 layer 0", "step 4 layer 0", "step 6 layer 0"}));
+  }
   MPI_Barrier(MPI_COMM_WORLD);
   if (test::world_rank() == 0) fs::remove_all(dir);
 }
