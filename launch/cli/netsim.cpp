@@ -102,7 +102,10 @@ int netsim_main(const Args& args) {
               << size_label(r.bytes) << "  " << std::left << std::setw(10) << r.policy << std::right << std::setw(11)
               << fixed(r.max_link_load_over_ideal, 3) << std::setw(15) << fixed(r.completion_ms, 4) << std::setw(10)
               << fixed(r.slowdown_vs_spray, 3) << std::setw(14) << r.flows << std::setw(14) << r.subflows << "  "
-              << (r.aggregate == net::Aggregation::Leaf ? "per leaf pair" : "exact") << "\n";
+              << (std::isnan(r.completion_ms) ? "loads only"
+                  : r.aggregate == net::Aggregation::Leaf ? "fluid per leaf pair"
+                                                          : "fluid per flow")
+              << "\n";
   return 0;
 }
 
