@@ -58,7 +58,7 @@ const KeyTable<NetsimConfig>& key_table() {
       key("failures.seed", &C::failures, &F::seed, non_negative<uint64_t>(), "seed of the random failures"),
       key("workload.kinds", &C::workload, &W::kinds, list_of(choice<WorkloadKind>(kWorkloadNames)),
           "collectives simulated"),
-      key("workload.sizes_mib", &C::workload, &W::sizes_mib, list_of(positive_real()),
+      key("workload.sizes_mib", &C::workload, &W::sizes_mib, list_of(RealCodec{.lo = 0.0, .lo_open = true, .hi = 1048576.0}),
           "M, MiB per host: the all-to-all send buffer, the all-reduce buffer, the mean MoE dispatch"),
       key("workload.trace", &C::workload, &W::trace, TextCodec{}, "moe: routing trace (switchyard train log.routing_trace)"),
       key("workload.ring_order", &C::workload, &W::ring_order, choice<RingOrder>(kRingOrderNames),

@@ -155,7 +155,8 @@ void Topology::fail_named(const std::string& name) {
     throw ConfigError("failures.links: '" + name + "': " + why);
   };
   const auto index = [&](const std::ssub_match& m, int limit, const char* what) {
-    const long v = std::stol(m.str());
+    const std::string digits = m.str();
+    const long v = digits.size() > 9 ? -1 : std::stol(digits);
     if (v < 0 || v >= limit)
       bad(std::string(what) + " " + m.str() + " does not exist (0 to " + std::to_string(limit - 1) + ")");
     return static_cast<int>(v);

@@ -225,7 +225,7 @@ TEST(TunerMpi, RanksAgreeOnTheLastArrivalsTimes) {
 TEST(TunerMpi, KeysAreLayerAndCapacityBucket) {
   auto world = test::world_communicator();
   const int W = world->size();
-  Tuner tuner(*world, W, TunerOptions{1, "", false});
+  Tuner tuner(*world, W, TunerOptions{1, "", false, ""});
   TuningSpace space = space_of({W}, {1, 2});
   space.algos = {{AllToAllAlgo::Linear}};
   tune_all(tuner, {{3, 130}}, space, [](const ExpertPlan& p) { return double(p.pipeline); });
@@ -254,7 +254,7 @@ TEST(TunerMpi, SavedTableReloadsToTheSameChoices) {
   std::vector<ExpertPlan> first;
   std::string table;
   {
-    Tuner tuner(*world, W, TunerOptions{2, path, rank == 0});
+    Tuner tuner(*world, W, TunerOptions{2, path, rank == 0, ""});
     for (const auto& key : keys) first.push_back(tune_all(tuner, {key}, space, cost(key.first, key.second))[0]);
     table = tuner.table();
     EXPECT_EQ(tuner.decisions().size(), keys.size());
@@ -267,7 +267,7 @@ TEST(TunerMpi, SavedTableReloadsToTheSameChoices) {
   ASSERT_TRUE(fs::exists(path));
   MPI_Barrier(MPI_COMM_WORLD);
   // A second run loads the table: every key decided at once, no trial, the same plans.
-  Tuner again(*world, W, TunerOptions{2, path, rank == 0});
+  Tuner again(*world, W, TunerOptions{2, path, rank == 0, ""});
   for (size_t i = 0; i < keys.size(); ++i) {
     const ExpertPlan p = again.plan(keys[i].first, keys[i].second, space, true);
     EXPECT_FALSE(again.trial_open(keys[i].first)) << "key " << i << " should start tuned";
@@ -293,27 +293,27 @@ TEST(TunerMpi, TablesThatDoNotFitAreRetunedOrRefused) {
   write("world " + std::to_string(W + 7) + "\nlayer 0 bucket 0 degree " + std::to_string(2 * W) +
         " d 2 a2a linear ms 1\n");
   {
-    Tuner t(*world, W, TunerOptions{1, path, false});
+    Tuner t(*world, W, TunerOptions{1, path, false, ""});
     t.plan(0, 10, space, true);
     EXPECT_TRUE(t.trial_open(0));
   }
   // A saved plan outside this run's space (d = 8 is not a candidate): retuned.
   write("world " + std::to_string(W) + "\nlayer 0 bucket 0 degree " + std::to_string(2 * W) + " d 8 a2a linear ms 1\n");
   {
-    Tuner t(*world, W, TunerOptions{1, path, false});
+    Tuner t(*world, W, TunerOptions{1, path, false, ""});
     t.plan(0, 10, space, true);
     EXPECT_TRUE(t.trial_open(0));
   }
   // Malformed: a ConfigError naming the file and line, on every rank.
   write("world " + std::to_string(W) + "\nlayer 0 bucket 0 degree 1 d 3 a2a linear ms 1\n");
   try {
-    Tuner t(*world, W, TunerOptions{1, path, false});
+    Tuner t(*world, W, TunerOptions{1, path, false, ""});
     ADD_FAILURE() << "d = 3 should be refused";
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find(path + " line 2"), std::string::npos) << e.what();
   }
   write("world " + std::to_string(W) + "\nlayer 0 bucket 0 degree 1 d 1 a2a magic ms 1\n");
-  EXPECT_THROW(Tuner(*world, W, TunerOptions{1, path, false}), ConfigError);
+  EXPECT_THROW(Tuner(*world, W, TunerOptions{1, path, false, ""}), ConfigError);
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0) fs::remove(path);
 }
@@ -324,7 +324,7 @@ TEST(TunerMpi, TablesThatDoNotFitAreRetunedOrRefused) {
 TEST(TunerMpi, LayersInterleaveAndEvaluationMakesNoKey) {
   auto world = test::world_communicator();
   const int W = world->size();
-  Tuner tuner(*world, W, TunerOptions{1, "", false});
+  Tuner tuner(*world, W, TunerOptions{1, "", false, ""});
   TuningSpace space = space_of({2 * W}, {1, 2});
   space.algos = {{AllToAllAlgo::Linear, AllToAllAlgo::FlowSplit}};
   const auto cost = [](int layer, const ExpertPlan& p) {
@@ -435,7 +435,7 @@ TEST(TunerMpi, TunedLayerComputesTheSameAndEndsOnItsDecision) {
 
   moe::MoeLayer<double> layer(mc, M, Tmax, Tmax, 3, &comm);
   connect_moe_layer(layer, tokens, 0, AllToAllAlgo::Auto);
-  Tuner tuner(tokens, W, TunerOptions{1, "", false});
+  Tuner tuner(tokens, W, TunerOptions{1, "", false, ""});
   TuneDims dims;
   dims.degree = dims.pipeline = dims.algo = true;
   layer.set_tuner(&tuner, 0, dims);
