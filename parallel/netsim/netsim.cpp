@@ -16,8 +16,11 @@ namespace sy::net {
 namespace {
 
 // The exact fluid model (a class per sub-flow) while its incidences stay below
-// this; past it, auto aggregates per leaf pair.
+// this; past it, auto aggregates per leaf pair where that is sound.
 constexpr double kExactIncidences = 8e6;
+// Hosts of a leaf whose bytes out (and in) differ by at most this share may
+// have their links pooled.
+constexpr double kPoolSpread = 0.01;
 
 // Routes one phase: loads, counts, and the fluid classes.
 class Router {
@@ -296,6 +299,7 @@ Aggregation choose_aggregation(const Topology& topo, const Phase& phase, Aggrega
   if (asked != Aggregation::Auto) return asked;
   // A sprayed flow touches every path: the exact model's size is flows x paths.
   double incidences = 0.0;
+  std::vector<double> out_bytes(topo.hosts(), 0.0), in_bytes(topo.hosts(), 0.0);
   std::vector<Flow> flows;
   for (int h = 0; h < topo.hosts(); ++h) {
     flows.clear();
@@ -303,10 +307,22 @@ Aggregation choose_aggregation(const Topology& topo, const Phase& phase, Aggrega
     for (const auto& f : flows) {
       const int a = topo.leaf_of(h), b = topo.leaf_of(f.dst);
       incidences += a == b ? 2.0 : 2.0 + 2.0 * topo.full_paths(a, b);
+      out_bytes[h] += static_cast<double>(f.bytes);
+      in_bytes[f.dst] += static_cast<double>(f.bytes);
     }
-    if (incidences > kExactIncidences) return Aggregation::Leaf;
   }
-  return Aggregation::None;
+  if (incidences <= kExactIncidences) return Aggregation::None;
+  // Pooling a leaf's host links is sound only while its hosts carry equal
+  // bytes: a host that receives more than the others (an incast, a hot
+  // expert) would borrow its neighbours' links. Such phases stay exact.
+  const int hpl = topo.hosts_per_leaf();
+  for (const auto* bytes : {&out_bytes, &in_bytes})
+    for (int l = 0; l < topo.leaves(); ++l) {
+      const auto first = bytes->begin() + int64_t(l) * hpl;
+      const auto [lo, hi] = std::minmax_element(first, first + hpl);
+      if (*hi > *lo * (1.0 + kPoolSpread)) return Aggregation::None;
+    }
+  return Aggregation::Leaf;
 }
 
 PhaseRoute route_phase(const Topology& topo, const Phase& phase, const Policy& policy, const RouteOptions& options) {

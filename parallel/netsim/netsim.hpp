@@ -60,7 +60,8 @@ struct RouteOptions {
 // Throws ConfigError when a flow has no surviving path.
 PhaseRoute route_phase(const Topology& topo, const Phase& phase, const Policy& policy, const RouteOptions& options);
 
-// The auto rule: flows and their fluid size decide (none while the exact model stays small).
+// The auto rule: the exact model (none) while it stays small or while some
+// leaf's hosts send or receive unequal bytes; per leaf pair otherwise.
 Aggregation choose_aggregation(const Topology& topo, const Phase& phase, Aggregation asked);
 
 struct Result {

@@ -54,7 +54,7 @@ const KeyTable<NetsimConfig>& key_table() {
       key("failures.links", &C::failures, &F::links, TextCodec{},
           "failed cables, e.g. 'leaf3-spine5, spine1-core2' (fattree: pod0-leaf3-spine5, pod1-spine1-core2)"),
       key("failures.fraction", &C::failures, &F::fraction, RealCodec{.lo = 0.0, .hi = 1.0, .hi_open = true},
-          "share of switch-to-switch cables failed at random"),
+          "share of all switch-to-switch cables failed at random, besides failures.links"),
       key("failures.seed", &C::failures, &F::seed, non_negative<uint64_t>(), "seed of the random failures"),
       key("workload.kinds", &C::workload, &W::kinds, list_of(choice<WorkloadKind>(kWorkloadNames)),
           "collectives simulated"),

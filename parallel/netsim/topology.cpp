@@ -57,13 +57,19 @@ Topology::Topology(const TopologyConfig& c, const FailureConfig& failures)
     if (!name.empty()) fail_named(name);
   }
   if (failures.fraction > 0.0) {
-    std::vector<std::pair<int, int>> cables;  // (up link, down link)
+    std::vector<std::pair<int, int>> cables;  // (up link, down link) of the cables not failed by name
+    size_t all = 0;
+    const auto candidate = [&](int up, int down) {
+      ++all;
+      if (!failed_[up]) cables.emplace_back(up, down);
+    };
     for (int l = 0; l < leaves_; ++l)
-      for (int j = 0; j < spines_; ++j) cables.emplace_back(leaf_up(l, j), spine_down(j, l));
+      for (int j = 0; j < spines_; ++j) candidate(leaf_up(l, j), spine_down(j, l));
     for (int p = 0; p < pods_; ++p)
       for (int j = 0; j < spines_; ++j)
-        for (int k = 0; k < cores_; ++k) cables.emplace_back(spine_up(p, j, k), core_down(k, p, j));
-    const auto count = static_cast<size_t>(failures.fraction * static_cast<double>(cables.size()) + 0.5);
+        for (int k = 0; k < cores_; ++k) candidate(spine_up(p, j, k), core_down(k, p, j));
+    // A share of all the cables, drawn from those not failed by name.
+    const auto count = static_cast<size_t>(failures.fraction * static_cast<double>(all) + 0.5);
     // A partial Fisher-Yates shuffle with our own generator: the same cables on every platform.
     uint64_t state = failures.seed;
     for (size_t i = 0; i < count && i < cables.size(); ++i) {

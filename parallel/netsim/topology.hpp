@@ -51,7 +51,7 @@ class Topology {
   bool failed(int link) const { return failed_[link] != 0; }
   int failed_cables() const { return failed_cables_; }
   double latency_s() const { return latency_s_; }
-  std::string describe() const;  // "leafspine 16x16, 16 spines, 400 Gbit/s"
+  std::string describe() const;  // "leafspine, 256 hosts: 16 leaves x 16 hosts, 16 spines, host links 400 Gbit/s"
 
   // The surviving paths from leaf a to leaf b != a, in a fixed order (spine
   // major, then core). Empty when failures cut every path.
