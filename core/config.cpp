@@ -173,7 +173,7 @@ const KeyTable<Config>& key_table() {
 
       key("log.dir", &C::log, &L::dir, TextCodec{}, "metrics JSONL and resolved config (empty = print only)"),
       key("log.every", &C::log, &L::every, positive<int64_t>(), "metrics line every N steps"),
-      key("log.routing_trace", &C::log, &L::routing_trace, TextCodec{}, "routing trace file (empty = off)"),
+      key("log.routing_trace", &C::log, &L::routing_trace, TextCodec{}, "tokens each rank dispatched to each expert at every logged step, for switchyard netsim (empty = off)"),
 
       key("bench.tokens", &C::bench, &B::tokens, positive<int64_t>(), "tokens per rank per step"),
       key("bench.steps", &C::bench, &B::steps, positive<int>(), "timed steps"),

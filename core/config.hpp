@@ -143,7 +143,7 @@ struct CheckpointConfig {
 struct LogConfig {
   std::string dir;            // metrics.jsonl and the resolved config.ini; empty = print only
   int64_t every = 10;         // metrics line every N steps
-  std::string routing_trace;  // per-token routing decisions file; empty = off
+  std::string routing_trace;  // tokens each rank dispatched to each expert, per logged step (netsim's moe workload); empty = off
 };
 
 struct BenchConfig {

@@ -5,7 +5,8 @@
 #include <limits>
 #include <numeric>
 #include <queue>
-#include <stdexcept>
+
+#include "core/error.hpp"
 
 namespace sy::net {
 
@@ -23,12 +24,13 @@ constexpr double kSameTime = 1e-4;
 FluidNetwork::FluidNetwork(std::vector<double> capacity) : capacity_(std::move(capacity)) { begin_.push_back(0); }
 
 int FluidNetwork::add_class(double bytes, double members, const int32_t* links, const double* coefs, int n) {
-  if (!(bytes > 0.0) || !(members > 0.0) || n < 1) throw std::invalid_argument("FluidNetwork::add_class: empty class");
+  SY_REQUIRE(bytes > 0.0 && members > 0.0 && n >= 1,
+             "FluidNetwork::add_class: empty class (" << members << " flows of " << bytes << " bytes, " << n << " links)");
   for (int i = 0; i < n; ++i) {
-    if (links[i] < 0 || links[i] >= static_cast<int>(capacity_.size()) || !(capacity_[links[i]] > 0.0) ||
-        !(coefs[i] > 0.0))
-      throw std::invalid_argument("FluidNetwork::add_class: link " + std::to_string(links[i]) +
-                                  " is out of range, has no capacity, or has coef <= 0");
+    SY_REQUIRE(links[i] >= 0 && links[i] < static_cast<int>(capacity_.size()) && capacity_[links[i]] > 0.0 &&
+                   coefs[i] > 0.0,
+               "FluidNetwork::add_class: link " << links[i] << " is out of range, has no capacity, or has coef "
+                                                << coefs[i]);
     link_.push_back(links[i]);
     coef_.push_back(members * coefs[i]);
   }
@@ -125,7 +127,7 @@ double FluidNetwork::completion_time(int64_t* events) const {
     ++fills;
     double dt = std::numeric_limits<double>::infinity();
     for (const int32_t f : live) dt = std::min(dt, remaining[f] / rate[f]);
-    if (!std::isfinite(dt)) throw std::logic_error("FluidNetwork: a class has rate 0");
+    SY_CHECK_AS(Error, std::isfinite(dt), "FluidNetwork: a class has rate 0");
     now += dt;
     size_t w = 0;
     for (const int32_t f : live) {

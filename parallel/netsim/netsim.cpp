@@ -58,17 +58,21 @@ class Router {
       start[hpl] = static_cast<int64_t>(flows.size());
       out_.flows += start[hpl];
       for (int i = 0; i < hpl; ++i) cursor[i] = start[i];
-      for (int b = 0; b < topo_.leaves(); ++b) {
+      // Destination leaves in order, each the nearest any sender still has flows to
+      // (a ring has one per leaf: no scan over every leaf pair).
+      while (true) {
+        int b = topo_.leaves();
+        for (int i = 0; i < hpl; ++i)
+          if (cursor[i] < start[i + 1]) b = std::min(b, topo_.leaf_of(flows[cursor[i]].dst));
+        if (b == topo_.leaves()) break;
         const int32_t end_dst = (b + 1) * hpl;
-        bool any = false;
         for (int i = 0; i < hpl; ++i) {
           sender_range_[i] = {cursor[i], cursor[i]};
           while (sender_range_[i].second < start[i + 1] && flows[sender_range_[i].second].dst < end_dst)
             ++sender_range_[i].second;
           cursor[i] = sender_range_[i].second;
-          any |= sender_range_[i].second > sender_range_[i].first;
         }
-        if (any) route_leaf_pair(a, b, flows);
+        route_leaf_pair(a, b, flows);
       }
     }
     finish();
@@ -216,7 +220,7 @@ class Router {
   void add_fluid(int src, int dst, int64_t bytes, int path) {
     if (!options_.fluid) return;
     if (aggregate_ == Aggregation::Leaf) {
-      members_[(uint64_t(path + 2) << 44) | uint64_t(bytes)] += 1.0;
+      members_[{path, bytes}] += 1.0;
       return;
     }
     links_.clear();
@@ -243,8 +247,8 @@ class Router {
   void flush_members() {
     if (members_.empty()) return;
     for (const auto& [key, count] : members_) {
-      const int path = static_cast<int>(key >> 44) - 2;
-      const auto bytes = static_cast<double>(key & ((uint64_t(1) << 44) - 1));
+      const auto [path, size] = key;
+      const auto bytes = static_cast<double>(size);
       links_.clear();
       coefs_.clear();
       links_.push_back(pool_base_ + a_);
@@ -287,7 +291,12 @@ class Router {
   std::vector<par::SubFlow> plan_;
   std::vector<int32_t> links_;
   std::vector<double> coefs_;
-  std::unordered_map<uint64_t, double> members_;  // (path + 2) << 44 | bytes -> flows
+  struct KeyHash {
+    size_t operator()(const std::pair<int, int64_t>& k) const {
+      return static_cast<size_t>(mix64(uint64_t(k.second) ^ (uint64_t(uint32_t(k.first)) << 48)));
+    }
+  };
+  std::unordered_map<std::pair<int, int64_t>, double, KeyHash> members_;  // (path, bytes) -> flows
   std::vector<double> egress_, ingress_, pod_egress_, pod_ingress_;
 };
 

@@ -52,15 +52,15 @@ const KeyTable<NetsimConfig>& key_table() {
           "host bandwidth into a leaf over its uplink bandwidth (1 = full bisection)"),
       key("topology.latency_us", &C::topology, &T::latency_us, non_negative_real(), "latency per link traversed, us"),
       key("failures.links", &C::failures, &F::links, TextCodec{},
-          "failed cables, e.g. 'leaf3-spine5, spine1-core2' (fattree: pod0-leaf3-spine5, pod1-spine1-core2)"),
+          "failed cables, e.g. 'leaf3-spine5, leaf0-spine1' (fattree: pod0-leaf3-spine5, pod1-spine1-core2)"),
       key("failures.fraction", &C::failures, &F::fraction, RealCodec{.lo = 0.0, .hi = 1.0, .hi_open = true},
           "share of all switch-to-switch cables failed at random, besides failures.links"),
       key("failures.seed", &C::failures, &F::seed, non_negative<uint64_t>(), "seed of the random failures"),
       key("workload.kinds", &C::workload, &W::kinds, list_of(choice<WorkloadKind>(kWorkloadNames)),
           "collectives simulated"),
       key("workload.sizes_mib", &C::workload, &W::sizes_mib, list_of(RealCodec{.lo = 0.0, .lo_open = true, .hi = 1048576.0}),
-          "M, MiB per host: the all-to-all send buffer, the all-reduce buffer, the mean MoE dispatch"),
-      key("workload.trace", &C::workload, &W::trace, TextCodec{}, "moe: routing trace (switchyard train log.routing_trace)"),
+          "M, MiB per host: the all-to-all send buffer, the all-reduce buffer, the mean MoE dispatch (own experts included)"),
+      key("workload.trace", &C::workload, &W::trace, TextCodec{}, "moe: routing trace (switchyard train log.routing_trace), relative to the working directory"),
       key("workload.ring_order", &C::workload, &W::ring_order, choice<RingOrder>(kRingOrderNames),
           "ring all-reduce order: topology (hosts in leaf order) or random (a seeded shuffle)"),
       key("workload.seed", &C::workload, &W::seed, non_negative<uint64_t>(), "seed of ring_order = random"),
@@ -87,6 +87,8 @@ void check_cross_keys(const NetsimConfig& c, const CrossCheck<NetsimConfig>& x) 
   const int64_t hosts = int64_t(t.hosts_per_leaf) * t.leaves * t.pods;
   x.require(hosts >= 2 && hosts <= (int64_t(1) << 20), {"topology.hosts_per_leaf", "topology.leaves", "topology.pods"},
             "hosts = hosts_per_leaf * leaves * pods = " + std::to_string(hosts) + ": expected 2 to 1048576");
+  const std::string why = topology_size_problem(t);
+  x.require(why.empty(), {"topology.leaves", "topology.spines", "topology.pods", "topology.cores_per_spine"}, why);
   bool moe = false;
   for (auto k : c.workload.kinds) moe |= k == WorkloadKind::MoeDispatch;
   x.require(!moe || !c.workload.trace.empty(), {"workload.kinds", "workload.trace"},
@@ -94,6 +96,21 @@ void check_cross_keys(const NetsimConfig& c, const CrossCheck<NetsimConfig>& x) 
 }
 
 }  // namespace
+
+std::string topology_size_problem(const TopologyConfig& t) {
+  const bool fat = t.kind == TopologyKind::FatTree;
+  const int64_t pods = fat ? t.pods : 1, cores = fat ? t.cores_per_spine : 0;
+  const int64_t hosts = int64_t(t.hosts_per_leaf) * t.leaves * pods;
+  const int64_t links = 2 * hosts + 2 * int64_t(t.leaves) * pods * t.spines + 2 * pods * t.spines * cores;
+  if (links > kMaxLinks)
+    return "the topology has " + std::to_string(links) + " links (2 hosts + 2 leaves x spines + 2 pods x spines x cores); at most " +
+           std::to_string(kMaxLinks) + " are simulated";
+  const int64_t paths = fat ? int64_t(t.spines) * cores : t.spines;
+  if (paths > kMaxPaths)
+    return "leaves are joined by " + std::to_string(paths) + " paths (spines x cores_per_spine); at most " +
+           std::to_string(kMaxPaths) + " are simulated";
+  return "";
+}
 
 const char* to_string(TopologyKind v) { return enum_name(v, kTopologyNames); }
 const char* to_string(WorkloadKind v) { return enum_name(v, kWorkloadNames); }

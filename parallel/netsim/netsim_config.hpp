@@ -42,14 +42,14 @@ struct TopologyConfig {
   int pods = 1;             // fattree only
   int cores_per_spine = 1;  // fattree only
   double link_gbps = 400.0; // host links
-  // Host bandwidth into a leaf over its uplink bandwidth (and, in a fat-tree,
-  // a pod's leaf-to-spine bandwidth over its spine-to-core bandwidth). 1 = full bisection.
+  // Host bandwidth into a leaf over its uplink bandwidth; 1 = full bisection.
+  // Above the leaves (a fat-tree's spine-to-core tier) the fabric has full bisection.
   double oversubscription = 1.0;
   double latency_us = 1.0;  // per link traversed (propagation and switching)
 };
 
 struct FailureConfig {
-  std::string links;      // "leaf3-spine5, spine2-core0, ..." (cables, both directions)
+  std::string links;      // "leaf3-spine5, ..." or "pod0-leaf3-spine5, pod1-spine2-core0" (cables, both directions)
   double fraction = 0.0;  // random share of the switch-to-switch cables failed
   uint64_t seed = 1;
 };
@@ -76,6 +76,13 @@ struct NetsimConfig {
   WorkloadConfig workload;
   SimConfig netsim;
 };
+
+// The largest topology simulated: links (hosts, leaf-spine, spine-core, both
+// directions) and paths between two leaves.
+inline constexpr int64_t kMaxLinks = int64_t(1) << 27;
+inline constexpr int64_t kMaxPaths = int64_t(1) << 16;
+// Why t is too large to simulate, or "" when it is not.
+std::string topology_size_problem(const TopologyConfig& t);
 
 // Defaults, then the file (skipped when empty), then "--section.key=value" overrides.
 NetsimConfig load_netsim_config(const std::string& ini_path, const std::vector<std::string>& overrides = {});

@@ -29,6 +29,12 @@ Topology::Topology(const TopologyConfig& c, const FailureConfig& failures)
       pods_(c.kind == TopologyKind::FatTree ? c.pods : 1),
       cores_(c.kind == TopologyKind::FatTree ? c.cores_per_spine : 0),
       latency_s_(c.latency_us * 1e-6) {
+  SY_CHECK_AS(ConfigError, c.hosts_per_leaf >= 1 && c.leaves >= 1 && c.spines >= 1 && pods_ >= 1 &&
+                               (c.kind == TopologyKind::LeafSpine || cores_ >= 1),
+              "topology: every count must be >= 1");
+  SY_CHECK_AS(ConfigError, int64_t(c.hosts_per_leaf) * c.leaves * pods_ <= (int64_t(1) << 20), "topology: more than 2^20 hosts");
+  const std::string too_large = topology_size_problem(c);
+  SY_CHECK_AS(ConfigError, too_large.empty(), "topology: " << too_large);
   leaves_ = leaves_per_pod_ * pods_;
   hosts_ = hpl_ * leaves_;
   core_base_ = 2 * hosts_ + 2 * leaves_ * spines_;

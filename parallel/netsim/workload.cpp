@@ -21,10 +21,7 @@ namespace {
 
 // All-to-all: M / N to every other host.
 Phase alltoall_phase(int hosts, int64_t bytes) {
-  const int64_t share = bytes / hosts;
-  if (share < 1)
-    throw ConfigError("alltoall of " + std::to_string(bytes) + " bytes over " + std::to_string(hosts) +
-                      " hosts: less than one byte per destination");
+  const int64_t share = bytes / hosts;  // >= 1: workload_phases checks
   Phase p;
   p.name = "alltoall";
   p.flows_from = [hosts, share](int src, std::vector<Flow>& out) {
@@ -150,6 +147,8 @@ RoutingTrace read_routing_trace(const std::string& path) {
     if (!(is >> w1 >> t.ranks >> w2 >> t.experts) || w1 != "ranks" || w2 != "experts" || (is >> rest) ||
         t.ranks < 1 || t.experts < 1)
       bad_trace(path, line, "expected 'ranks R experts E' with R, E >= 1, got '" + s + "'");
+    if (int64_t(t.ranks) * t.experts > (int64_t(1) << 24))
+      bad_trace(path, line, "ranks x experts = " + std::to_string(int64_t(t.ranks) * t.experts) + ": at most 2^24");
   }
   while (next_line(s)) {
     std::istringstream is(s);
@@ -195,6 +194,9 @@ std::string routing_trace_block(int64_t step, int layer, const int64_t* tokens, 
 
 std::vector<Phase> workload_phases(WorkloadKind kind, int hosts, int64_t bytes, const WorkloadConfig& config,
                                    const RoutingTrace* trace) {
+  if (bytes < hosts)
+    throw ConfigError(std::string(to_string(kind)) + " of " + std::to_string(bytes) + " bytes over " +
+                      std::to_string(hosts) + " hosts: less than one byte per host (raise workload.sizes_mib)");
   switch (kind) {
     case WorkloadKind::AllToAll: return {alltoall_phase(hosts, bytes)};
     case WorkloadKind::Ring: return ring_phases(hosts, bytes, config);

@@ -485,11 +485,11 @@ TEST(NetsimFluid, RejectsEmptyClassesAndUnknownLinks) {
   FluidNetwork net({10.0, 0.0});
   const int32_t good = 0, zero_cap = 1, outside = 2;
   const double one = 1.0, none = 0.0;
-  EXPECT_THROW(net.add_class(0.0, 1.0, &good, &one, 1), std::invalid_argument);
-  EXPECT_THROW(net.add_class(1.0, 0.0, &good, &one, 1), std::invalid_argument);
-  EXPECT_THROW(net.add_class(1.0, 1.0, &zero_cap, &one, 1), std::invalid_argument);
-  EXPECT_THROW(net.add_class(1.0, 1.0, &outside, &one, 1), std::invalid_argument);
-  EXPECT_THROW(net.add_class(1.0, 1.0, &good, &none, 1), std::invalid_argument);
+  EXPECT_THROW(net.add_class(0.0, 1.0, &good, &one, 1), InvalidArgument);
+  EXPECT_THROW(net.add_class(1.0, 0.0, &good, &one, 1), InvalidArgument);
+  EXPECT_THROW(net.add_class(1.0, 1.0, &zero_cap, &one, 1), InvalidArgument);
+  EXPECT_THROW(net.add_class(1.0, 1.0, &outside, &one, 1), InvalidArgument);
+  EXPECT_THROW(net.add_class(1.0, 1.0, &good, &none, 1), InvalidArgument);
   EXPECT_DOUBLE_EQ(FluidNetwork({1.0}).completion_time(), 0.0);
 }
 
@@ -768,14 +768,15 @@ TEST(NetsimWorkload, AllToAllHasEveryOrderedPair) {
       EXPECT_EQ(out[i].bytes, 7);  // floor(M / N), M = 8 N - 1
       EXPECT_NE(out[i].dst, 1);
       if (i > 0) {
-EXPECT_LT(out[i - 1].dst, out[i].dst);
-}
+        EXPECT_LT(out[i - 1].dst, out[i].dst);
+      }
     }
     const Topology topo(leafspine(N, 1, 2), {});
     EXPECT_EQ(route(topo, p, kEcmp).flows, int64_t(N) * (N - 1));
   }
-  expect_config_error([] { workload_phases(WorkloadKind::AllToAll, 8, 7, WorkloadConfig{}, nullptr); },
-                      {"less than one byte per destination"});
+  for (auto kind : {WorkloadKind::AllToAll, WorkloadKind::Ring, WorkloadKind::HalvingDoubling})
+    expect_config_error([&] { workload_phases(kind, 8, 7, WorkloadConfig{}, nullptr); },
+                        {"less than one byte per host", to_string(kind)});
 }
 
 TEST(NetsimWorkload, RingInTopologyOrder) {
@@ -960,6 +961,7 @@ TEST(NetsimWorkload, MalformedTracesNameTheLine) {
   };
   bad("header.txt", "# c\nranks 2 expert 4\nstep 0 layer 0\n1 2 3 4\n1 2 3 4\n", {"line 2:", "ranks R experts E"});
   bad("zero.txt", "ranks 0 experts 4\n", {"line 1:", "R, E >= 1"});
+  bad("huge.txt", "ranks 100000 experts 100000\n", {"line 1:", "at most 2^24"});
   bad("empty.txt", "# nothing\n\n", {"empty"});
   bad("short.txt", "ranks 2 experts 4\nstep 0 layer 0\n1 2 3 4\n1 2 3\n", {"line 4:", "expected 4 token counts"});
   bad("negative.txt", "ranks 2 experts 4\nstep 0 layer 0\n1 2 3 4\n\n1 -2 3 4\n", {"line 5:", "token counts >= 0"});
@@ -1021,6 +1023,12 @@ TEST(NetsimConfigFile, Errors) {
   expect_config_error([] { load_netsim_config(write_file("mp1.ini", "[netsim]\npolicies = ecmp, mp-1\n")); },
                       {"netsim.policies", "one of spray, ecmp, flowsplit, mp-K (K >= 2)"});
   expect_config_error(cli({"--topology.pods=2"}), {"topology.pods", "needs topology.kind = fattree"});
+  // Link and path counts that would overflow the numbering are refused, not run.
+  expect_config_error(cli({"--topology.hosts_per_leaf=1", "--topology.leaves=65536", "--topology.spines=40000"}),
+                      {"links", "at most"});
+  expect_config_error(cli({"--topology.kind=fattree", "--topology.pods=2", "--topology.spines=1000",
+                           "--topology.cores_per_spine=1000"}),
+                      {"1000000 paths", "at most 65536"});
   expect_config_error(cli({"--topology.kind=fattree", "--topology.pods=1"}), {"topology.pods >= 2"});
   expect_config_error(cli({"--workload.kinds=alltoall, moe"}), {"workload.trace must name a routing trace file"});
   expect_config_error(cli({"--workload.kinds=alltoall, bcast"}), {"workload.kinds"});
@@ -1145,6 +1153,20 @@ TEST(NetsimAggregation, AutoPoolsOnlyLargeBalancedPhases) {
   };
   EXPECT_EQ(choose_aggregation(topo, skewed, Aggregation::Auto), Aggregation::None);
   EXPECT_EQ(choose_aggregation(topo, skewed, Aggregation::Leaf), Aggregation::Leaf) << "an explicit choice stands";
+}
+
+// The pooled classes key on (path, bytes) whole: flows of 2^44 bytes and more
+// keep their size (a packed 44-bit key once wrapped them to a few bytes).
+TEST(NetsimAggregation, HugeFlowsKeepTheirSizeWhenPooled) {
+  const Topology topo(leafspine(2, 2, 2), {});
+  const int64_t big = (int64_t(1) << 45) + 3;
+  const Phase phase = custom_phase({{0, {{2, big}, {3, big / 2}}}, {1, {{2, big / 3}}}});
+  for (const Policy& p : {kSpray, kEcmp, kFlowSplit}) {
+    const double exact = route(topo, phase, p, 1, true, Aggregation::None).fluid[0].completion_time();
+    const double pooled = route(topo, phase, p, 1, true, Aggregation::Leaf).fluid[0].completion_time();
+    EXPECT_GT(exact, double(big) / kHostRate) << to_string(p);
+    EXPECT_GE(pooled, double(big) / (2 * kHostRate)) << to_string(p) << ": a pooled host link carries at most 2 links' rate";
+  }
 }
 
 }  // namespace
