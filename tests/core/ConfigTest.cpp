@@ -17,6 +17,7 @@ namespace sy {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_config_error;
 
 fs::path temp_dir() {
   const fs::path dir = fs::path(testing::TempDir()) / "switchyard_config_test";
@@ -29,20 +30,6 @@ std::string write_ini(const std::string& name, const std::string& text) {
   const fs::path path = temp_dir() / name;
   std::ofstream(path) << text;
   return path.string();
-}
-
-// Runs fn, expects a ConfigError whose one-line message contains every part.
-void expect_config_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a ConfigError containing '" << parts.front() << "'";
-  } catch (const ConfigError& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' missing from: " << msg;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a ConfigError, got: " << e.what();
-  }
 }
 
 void expect_cli_error(const std::vector<std::string>& overrides, const std::vector<std::string>& parts) {

@@ -8,6 +8,10 @@
 #include <cstdio>
 #include <memory>
 
+#include <gtest/gtest.h>
+
+#include "core/error.hpp"
+
 namespace sy::test {
 
 namespace {
@@ -43,6 +47,19 @@ CommandResult run_command(const std::string& command) {
   const int status = pclose(pipe.release());
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
+}
+
+void expect_config_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a ConfigError containing '" << parts.front() << "'";
+  } catch (const ConfigError& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' missing from: " << msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected a ConfigError containing '" << parts.front() << "', got another exception: " << e.what();
+  }
 }
 
 }  // namespace sy::test

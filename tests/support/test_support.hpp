@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,5 +33,8 @@ struct CommandResult {
   std::string output;
 };
 CommandResult run_command(const std::string& command);
+
+// Runs fn and expects a sy::ConfigError whose message is one line holding every part.
+void expect_config_error(const std::function<void()>& fn, const std::vector<std::string>& parts);
 
 }  // namespace sy::test

@@ -30,6 +30,7 @@
 namespace sy::net::testing_support {
 
 namespace fs = std::filesystem;
+using test::expect_config_error;
 
 inline constexpr Policy kSpray{PolicyKind::Spray, 1};
 inline constexpr Policy kEcmp{PolicyKind::Ecmp, 1};
@@ -113,20 +114,6 @@ inline int64_t count_flows(const Phase& phase, int hosts) {
   std::vector<Flow> out;
   for (int h = 0; h < hosts; ++h) phase.flows_from(h, out);
   return static_cast<int64_t>(out.size());
-}
-
-// Runs fn, expects a one-line ConfigError containing every part.
-inline void expect_config_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a ConfigError containing '" << parts.front() << "'";
-  } catch (const ConfigError& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' missing from: " << msg;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a ConfigError containing '" << parts.front() << "', got another exception: " << e.what();
-  }
 }
 
 inline fs::path temp_dir() {
