@@ -26,8 +26,7 @@ constexpr const char* kUsage =
     "slowdown against spray. Shipped topologies: configs/net/*.ini.\n"
     "  --config FILE   INI file with [topology], [failures], [workload], [netsim]\n"
     "  --json          one JSON object per line instead of the table\n"
-    "  --quiet         no progress lines on stderr\n\n"
-    "Keys:\n";
+    "  --quiet         no progress lines on stderr\n\n";
 
 std::string fixed(double v, int digits) {
   if (std::isnan(v)) return "-";
