@@ -69,7 +69,6 @@ int netsim_main(const Args& args) {
   if (path.empty()) throw ConfigError("command line: netsim needs --config FILE (see configs/net/)");
   const net::NetsimConfig config = net::load_netsim_config(path, overrides);
   const std::string name = std::filesystem::path(path).stem().string();
-  if (!quiet) std::cerr << "netsim: " << name << ": " << net::Topology(config.topology, config.failures).describe() << "\n";
   const auto results = net::run_netsim(config, name, quiet ? nullptr : &std::cerr);
 
   if (json) {

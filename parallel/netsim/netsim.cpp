@@ -343,6 +343,7 @@ PhaseRoute route_phase(const Topology& topo, const Phase& phase, const Policy& p
 std::vector<Result> run_netsim(const NetsimConfig& config, const std::string& topology_name, std::ostream* progress) {
   using Clock = std::chrono::steady_clock;
   const Topology topo(config.topology, config.failures);
+  if (progress) *progress << "netsim: " << topology_name << ": " << topo.describe() << "\n";
   RoutingTrace trace;
   const bool moe = std::find(config.workload.kinds.begin(), config.workload.kinds.end(), WorkloadKind::MoeDispatch) !=
                    config.workload.kinds.end();

@@ -78,8 +78,8 @@ struct Result {
   double wall_s = 0.0;  // simulator time spent on this result
 };
 
-// Every (workload, size, policy) of the config. `progress` (may be null) gets a
-// line per result as it is done.
+// Every (workload, size, policy) of the config. `progress` (may be null) gets
+// the topology's description, then a line per result as it is done.
 std::vector<Result> run_netsim(const NetsimConfig& config, const std::string& topology_name, std::ostream* progress);
 
 }  // namespace sy::net

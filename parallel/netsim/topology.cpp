@@ -5,6 +5,7 @@
 #include <regex>
 #include <sstream>
 
+#include "core/config_table.hpp"
 #include "core/error.hpp"
 
 namespace sy::net {
@@ -12,12 +13,6 @@ namespace sy::net {
 namespace {
 
 constexpr double kBytesPerGbit = 1e9 / 8.0;
-
-std::string trim(const std::string& s) {
-  const auto a = s.find_first_not_of(" \t");
-  if (a == std::string::npos) return "";
-  return s.substr(a, s.find_last_not_of(" \t") - a + 1);
-}
 
 }  // namespace
 
@@ -59,7 +54,7 @@ Topology::Topology(const TopologyConfig& c, const FailureConfig& failures)
   // Named cables first, then a random share of the rest.
   std::stringstream names(failures.links);
   for (std::string name; std::getline(names, name, ',');) {
-    name = trim(name);
+    name = cfg::trim(name);
     if (!name.empty()) fail_named(name);
   }
   if (failures.fraction > 0.0) {
