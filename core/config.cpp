@@ -153,7 +153,7 @@ const KeyTable<Config>& key_table() {
       key("train.warmup_steps", &C::train, &T::warmup_steps, non_negative<int64_t>(), "linear warmup steps"),
       key("train.weight_decay", &C::train, &T::weight_decay, non_negative_real(), "AdamW weight decay"),
       key("train.grad_clip", &C::train, &T::grad_clip, non_negative_real(), "gradient-norm clip (0 = off)"),
-      key("train.dtype", &C::train, &T::dtype, choice<DType>(kDTypeNames), "weights and activations storage type"),
+      key("train.dtype", &C::train, &T::dtype, choice<DType>(kDTypeNames), "working weights: fp32, or bf16 rounded from fp32 masters (mixed precision)"),
       key("train.eval_every", &C::train, &T::eval_every, non_negative<int64_t>(), "validation every N steps (0 = never)"),
       key("train.eval_batches", &C::train, &T::eval_batches, non_negative<int64_t>(), "validation batches per domain per evaluation (0 = all)"),
       key("train.min_lr_ratio", &C::train, &T::min_lr_ratio, RealCodec{.lo = 0.0, .hi = 1.0}, "cosine decay floor as a fraction of train.lr"),

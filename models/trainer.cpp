@@ -111,18 +111,28 @@ Trainer<T>::Trainer(const Config& config, par::ProcessGrid& grid) : config_(conf
       expert_tensors_.push_back(i);
       expert_m_.emplace_back(size_t(tensors[size_t(i)].numel), T(0));
       expert_v_.emplace_back(size_t(tensors[size_t(i)].numel), T(0));
+      if (config_.train.dtype == DType::BF16) {
+        const auto& t = tensors[size_t(i)];
+        expert_master_.emplace_back(t.param, t.param + t.numel);
+      }
     } else {
       dense_tensors_.push_back(i);
       dense_->add(tensors[size_t(i)].name, tensors[size_t(i)].numel);
       stage_tensors_[size_t(tensors[size_t(i)].stage)].push_back(i);
     }
   }
+  dense_->set_param_dtype(config_.train.dtype);
   dense_->finalize();
   // Every rank built the same dense values from the same seed.
   dense_->init_full([&](const std::string& name, T* dst, int64_t n) {
     for (int i : dense_tensors_)
       if (tensors[size_t(i)].name == name) std::copy(tensors[size_t(i)].param, tensors[size_t(i)].param + n, dst);
   });
+  if (config_.train.dtype == DType::BF16) {  // the layers start from the rounded masters
+    dense_->gather();
+    copy_params_to_layers();
+    round_expert_params();
+  }
   dense_m_.assign(size_t(dense_->shard_size()), T(0));
   dense_v_.assign(size_t(dense_->shard_size()), T(0));
   build_dense_masks();
@@ -156,6 +166,26 @@ void Trainer<T>::copy_params_to_layers() {
     auto& t = tensors[size_t(i)];
     const T* src = dense_->param(t.name);
     std::copy(src, src + t.numel, t.param);
+  }
+}
+
+template <typename T>
+T* Trainer<T>::expert_master(size_t j) {
+  return expert_master_.empty() ? model_->tensors()[size_t(expert_tensors_[j])].param : expert_master_[j].data();
+}
+
+template <typename T>
+std::vector<T*> Trainer<T>::expert_masters() {
+  std::vector<T*> out;
+  for (size_t j = 0; j < expert_tensors_.size(); ++j) out.push_back(expert_master(j));
+  return out;
+}
+
+template <typename T>
+void Trainer<T>::round_expert_params() {
+  for (size_t j = 0; j < expert_master_.size(); ++j) {
+    auto& t = model_->tensors()[size_t(expert_tensors_[j])];
+    for (int64_t k = 0; k < t.numel; ++k) t.param[k] = T(bf16_to_float(float_to_bf16(float(expert_master_[j][size_t(k)]))));
   }
 }
 
@@ -314,7 +344,8 @@ StepMetrics Trainer<T>::train_step() {
     auto& t = tensors[size_t(expert_tensors_[j])];
     AdamWStep se = s;
     if (!t.decay) se.weight_decay = 0;
-    non_finite += adamw_update(t.param, t.grad, expert_m_[j].data(), expert_v_[j].data(), nullptr, t.numel, se);
+    non_finite +=
+        adamw_update(expert_master(j), t.grad, expert_m_[j].data(), expert_v_[j].data(), nullptr, t.numel, se);
   }
   // One agreement per step: a parameter the update made non-finite (a finite
   // loss does not rule that out) stops every rank before anything is saved,
@@ -332,6 +363,7 @@ StepMetrics Trainer<T>::train_step() {
   stop_agreed_ = flags[1] != 0;
   dense_->gather();
   copy_params_to_layers();
+  round_expert_params();
   for (auto* layer : layers) layer->on_optimizer_step();
   ++step_;
 
@@ -443,6 +475,7 @@ std::vector<data::CheckpointTensor<T>> checkpoint_tensors(std::vector<ParamTenso
                                                           const std::vector<int>& dense_ids,
                                                           par::ShardedParams<T>& dense, T* dense_m, T* dense_v,
                                                           const std::vector<int>& expert_ids,
+                                                          const std::vector<T*>& expert_params,
                                                           std::vector<std::vector<T>>& expert_m,
                                                           std::vector<std::vector<T>>& expert_v) {
   std::vector<data::CheckpointTensor<T>> out;
@@ -474,7 +507,7 @@ std::vector<data::CheckpointTensor<T>> checkpoint_tensors(std::vector<ParamTenso
     c.global_numel = t.global_numel;
     c.local_numel = t.numel;
     for (const auto& r : t.runs) c.runs.push_back({r.global_begin, r.count, r.local_offset});
-    c.arrays = {{"param", t.param}, {"adam_m", expert_m[j].data()}, {"adam_v", expert_v[j].data()}};
+    c.arrays = {{"param", expert_params[j]}, {"adam_m", expert_m[j].data()}, {"adam_v", expert_v[j].data()}};
     out.push_back(std::move(c));
   }
   return out;
@@ -487,7 +520,8 @@ std::string bias_key(int block, int64_t e) { return "router_bias.layers." + std:
 template <typename T>
 std::string Trainer<T>::save_checkpoint(const std::string& dir) {
   const auto tensors = checkpoint_tensors(model_->tensors(), dense_tensors_, *dense_, dense_m_.data(),
-                                          dense_v_.data(), expert_tensors_, expert_m_, expert_v_);
+                                          dense_v_.data(), expert_tensors_, expert_masters(), expert_m_,
+                                          expert_v_);
   data::CheckpointMeta meta;
   meta.step = step_;
   meta.layout = layout_string(grid_);
@@ -515,12 +549,14 @@ void Trainer<T>::load_checkpoint(const std::string& path) {
                       "): use its config, or a new checkpoint.dir");
   }
   const auto tensors = checkpoint_tensors(model_->tensors(), dense_tensors_, *dense_, dense_m_.data(),
-                                          dense_v_.data(), expert_tensors_, expert_m_, expert_v_);
+                                          dense_v_.data(), expert_tensors_, expert_masters(), expert_m_,
+                                          expert_v_);
   const data::CheckpointMeta meta = data::load_checkpoint(step_dir, tensors, grid_.world());
   step_ = meta.step;
   loaded_step_ = step_;
   dense_->gather();
   copy_params_to_layers();
+  round_expert_params();
   const auto& layers = model_->moe_layers();
   for (size_t j = 0; j < layers.size(); ++j) {
     std::vector<double> bias = layers[j]->router().bias();

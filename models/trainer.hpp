@@ -18,6 +18,15 @@
 // the group takes micro-batch m as slice m * W + w of the step's global batch:
 // a layout with the same W * micro_batches sees the same data.
 //
+// Mixed precision (train.dtype = bf16): the optimizer keeps fp32 master
+// weights (the dense shard, and a master copy of this rank's expert units)
+// and the layers compute with the masters rounded to bf16 (nearest even);
+// the dense weight all-gather moves bf16. Updates below a bf16 step thus
+// accumulate in the master instead of vanishing. On the CPU the layers still
+// store and compute activations and gradients in fp32 (the CPU ops compute
+// in fp32); checkpoints hold the fp32 masters, so bf16 and fp32 runs load
+// each other's checkpoints.
+//
 // Reproducibility: the state of a run is the step, the parameters, the AdamW
 // moments and the sigmoid_bias routers' biases (the sampler and the router
 // noise are functions of the step and the slice); a resumed run on the same
@@ -107,6 +116,12 @@ class Trainer {
   // Step and evaluation lines on stdout, and the info log (on by default).
   void set_verbose(bool on) { verbose_ = on; }
   TransformerLM<T>& model() { return *model_; }
+  // The dense parameter set: its shard() is this rank's master copy.
+  par::ShardedParams<T>& dense_params() { return *dense_; }
+  // Indices into model().tensors() of this rank's expert units, and their
+  // master weights (the layers' buffers themselves unless train.dtype = bf16).
+  const std::vector<int>& expert_tensor_ids() const { return expert_tensors_; }
+  T* expert_master(size_t j);
   const Config& config() const { return config_; }
   // Set by SIGTERM / SIGUSR1 when install_stop_signals() was called.
   static void install_stop_signals();
@@ -116,6 +131,9 @@ class Trainer {
 
  private:
   void copy_params_to_layers();
+  std::vector<T*> expert_masters();
+  // bf16: the layers' expert buffers = their masters rounded (no-op for fp32).
+  void round_expert_params();
   void build_dense_masks();
   double grad_norm();
   StepMetrics reduce_metrics(const std::vector<double>& local);
@@ -139,6 +157,9 @@ class Trainer {
   std::vector<uint8_t> dense_decay_;    // (S) 1 where weight decay applies
   std::vector<uint8_t> dense_tp_;       // (S) 1 for tp-sharded elements (counted once per tp rank in norms)
   std::vector<std::vector<T>> expert_m_, expert_v_;
+  // fp32 masters of the expert units under train.dtype = bf16 (empty otherwise);
+  // the layers' own buffers then hold the bf16-rounded working copies.
+  std::vector<std::vector<T>> expert_master_;
 
   const data::TokenDataset* dataset_ = nullptr;
   std::unique_ptr<data::Sampler> sampler_;

@@ -12,9 +12,14 @@
 #include <memory>
 #include <string>
 
+#include "core/dtype.hpp"
+
 namespace sy::par {
 
-enum class ElemType : uint8_t { F32, F64, I32, I64, U8 };
+// BF16 (sy::bf16, 2 bytes) is a storage type: every communicator moves it
+// (gathers, all-to-alls, broadcasts, point-to-point); the MPI communicator
+// refuses to reduce it (MPI has no bf16 arithmetic), NCCL reduces it natively.
+enum class ElemType : uint8_t { F32, F64, I32, I64, U8, BF16 };
 enum class ReduceOp : uint8_t { Sum, Max, Min };
 
 template <typename T>
@@ -29,8 +34,11 @@ template <>
 constexpr ElemType elem_type_of<int64_t>() { return ElemType::I64; }
 template <>
 constexpr ElemType elem_type_of<uint8_t>() { return ElemType::U8; }
+template <>
+constexpr ElemType elem_type_of<bf16>() { return ElemType::BF16; }
 
 size_t elem_size(ElemType t);
+const char* elem_type_name(ElemType t);
 
 // A pending non-blocking operation.
 class Request {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "core/error.hpp"
 
@@ -12,21 +13,29 @@ namespace {
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Several requests completed together (the buckets of one gather).
+// Several requests completed together (the buckets of one gather), then
+// on_done once (the widening of a bf16 gather), before test() or wait() report done.
 class GroupRequest final : public Request {
  public:
-  explicit GroupRequest(std::vector<RequestPtr> parts) : parts_(std::move(parts)) {}
+  GroupRequest(std::vector<RequestPtr> parts, std::function<void()> on_done)
+      : parts_(std::move(parts)), on_done_(std::move(on_done)) {}
   bool test() override {
     bool all = true;
     for (auto& p : parts_) all = p->test() && all;  // test every part: it drives MPI progress
+    if (all) complete();
     return all;
   }
   void wait() override {
     for (auto& p : parts_) p->wait();
+    complete();
   }
 
  private:
+  void complete() {
+    if (on_done_) std::exchange(on_done_, nullptr)();
+  }
   std::vector<RequestPtr> parts_;
+  std::function<void()> on_done_;
 };
 
 }  // namespace
@@ -45,6 +54,12 @@ void ShardedParams<T>::add(const std::string& name, int64_t numel) {
   index_.emplace(name, int(tensors_.size()));
   tensors_.push_back({name, numel, 0, canonical_size_, 0});
   canonical_size_ += numel;
+}
+
+template <typename T>
+void ShardedParams<T>::set_param_dtype(DType dtype) {
+  SY_REQUIRE(!finalized_, "ShardedParams on " << group_.name() << ": set_param_dtype() after finalize()");
+  param_dtype_ = dtype;
 }
 
 template <typename T>
@@ -91,6 +106,10 @@ void ShardedParams<T>::finalize() {
   shard_size_ = shard_pos;
 
   storage_.assign(size_t(2 * flat_size_ + 2 * shard_size_), T(0));
+  if (param_dtype_ == DType::BF16) {
+    shard16_.assign(size_t(shard_size_), bf16{});
+    flat16_.assign(size_t(flat_size_), bf16{});
+  }
   params_ = storage_.data();
   grads_ = params_ + flat_size_;
   shard_ = grads_ + flat_size_;
@@ -253,10 +272,20 @@ RequestPtr ShardedParams<T>::igather() {
   require_finalized("igather()");
   std::vector<RequestPtr> parts;
   parts.reserve(buckets_.size());
-  // Bucket order, the same on every rank.
+  if (param_dtype_ == DType::F32) {
+    // Bucket order, the same on every rank.
+    for (const Bucket& bk : buckets_)
+      parts.push_back(
+          group_.iall_gather(shard_ + bk.shard_begin, params_ + bk.flat_begin, bk.chunk, elem_type_of<T>()));
+    return std::make_unique<GroupRequest>(std::move(parts), nullptr);
+  }
+  for (int64_t k = 0; k < shard_size_; ++k) shard16_[size_t(k)] = float_to_bf16(float(shard_[k]));
   for (const Bucket& bk : buckets_)
-    parts.push_back(group_.iall_gather(shard_ + bk.shard_begin, params_ + bk.flat_begin, bk.chunk, elem_type_of<T>()));
-  return std::make_unique<GroupRequest>(std::move(parts));
+    parts.push_back(group_.iall_gather(shard16_.data() + bk.shard_begin, flat16_.data() + bk.flat_begin, bk.chunk,
+                                       ElemType::BF16));
+  return std::make_unique<GroupRequest>(std::move(parts), [this] {
+    for (int64_t f = 0; f < flat_size_; ++f) params_[f] = T(bf16_to_float(flat16_[size_t(f)]));
+  });
 }
 
 template <typename T>

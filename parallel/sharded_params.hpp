@@ -36,6 +36,14 @@
 // Memory: one allocation at finalize() (full params, full grads, shard, grad
 // shard); a backward or a gather allocates no buffers (only the
 // communicator's request handles).
+//
+// Mixed precision (train.dtype = bf16): with set_param_dtype(BF16) the shard
+// stays the fp32 master copy the optimizer updates, but gather() rounds it to
+// bf16 (nearest even), all-gathers 2 bytes per element, and widens the bf16
+// values back into the full parameters: the layers compute with bf16 weights,
+// the weight all-gather moves half the bytes, and updates smaller than a bf16
+// step still accumulate in the master. Two more buffers (shard and flat bf16
+// staging) come with the one allocation at finalize().
 #pragma once
 
 #include <cstdint>
@@ -76,6 +84,10 @@ class ShardedParams {
   // --- construction -------------------------------------------------------
   // Registers a tensor of numel > 0 elements; names are unique; before finalize().
   void add(const std::string& name, int64_t numel);
+  // Precision of the gathered (working) parameters: F32 (the default: exact
+  // copies of the shards) or BF16 (see the header comment). Before finalize().
+  void set_param_dtype(DType dtype);
+  DType param_dtype() const { return param_dtype_; }
   // Computes the layout and makes the one allocation (all buffers zeroed).
   void finalize();
   bool finalized() const { return finalized_; }
@@ -115,7 +127,8 @@ class ShardedParams {
   void init_full(const std::function<void(const std::string&, T*, int64_t)>& fn);
   // Copies this rank's pieces of the full parameters into shard(). Local.
   void scatter_from_full();
-  // All-gathers every rank's shard into the full parameters, bucket by bucket.
+  // All-gathers every rank's shard into the full parameters, bucket by bucket
+  // (rounded to bf16 on the way when param_dtype() is BF16).
   void gather();
   // The same, non-blocking: the full parameters are valid after wait().
   // shard() must not change until then.
@@ -174,6 +187,9 @@ class ShardedParams {
   T* grads_ = nullptr;      // (F)
   T* shard_ = nullptr;      // (S)
   T* grad_shard_ = nullptr; // (S)
+  DType param_dtype_ = DType::F32;
+  std::vector<bf16> shard16_;  // (S) the master shard rounded, the all-gather's send buffer (BF16 only)
+  std::vector<bf16> flat16_;   // (F) the gathered bf16 parameters, widened into params_ (BF16 only)
 
   // Backward state, sized at finalize().
   bool in_backward_ = false;

@@ -116,8 +116,6 @@ int train_main(const Args& args) {
   const Parsed p = parse(args, {"--config"});
   Config c = load_config(p.flags.count("--config") ? p.flags.at("--config") : "", p.overrides);
   c.parallel = default_layout(c.parallel, runtime().world_size);
-  SY_CHECK_AS(ConfigError, c.train.dtype == DType::F32,
-              "train.dtype = " << dtype_name(c.train.dtype) << " needs the GPU backend; the CPU trainer runs fp32");
   const data::TokenDataset dataset = load_dataset(c);
   par::ProcessGrid grid(c.parallel);
   models::Trainer<float> trainer(c, grid);

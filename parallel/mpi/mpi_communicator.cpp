@@ -17,8 +17,21 @@ size_t elem_size(ElemType t) {
     case ElemType::I32: return 4;
     case ElemType::I64: return 8;
     case ElemType::U8: return 1;
+    case ElemType::BF16: return 2;
   }
   return 0;
+}
+
+const char* elem_type_name(ElemType t) {
+  switch (t) {
+    case ElemType::F32: return "f32";
+    case ElemType::F64: return "f64";
+    case ElemType::I32: return "i32";
+    case ElemType::I64: return "i64";
+    case ElemType::U8: return "u8";
+    case ElemType::BF16: return "bf16";
+  }
+  return "?";
 }
 
 namespace {
@@ -30,8 +43,18 @@ MPI_Datatype mpi_type(ElemType t) {
     case ElemType::I32: return MPI_INT32_T;
     case ElemType::I64: return MPI_INT64_T;
     case ElemType::U8: return MPI_UINT8_T;
+    case ElemType::BF16: return MPI_UINT16_T;  // moved as bits, never reduced (reducible_type)
   }
   return MPI_DATATYPE_NULL;
+}
+
+// The type of a reduction: MPI has no bf16 arithmetic, so bf16 is refused
+// rather than summed as integers.
+MPI_Datatype reducible_type(ElemType t, const std::string& group, const char* what) {
+  SY_CHECK_AS(CommError, t != ElemType::BF16,
+              what << " on " << group << ": the MPI communicator cannot reduce bf16 (MPI has no bf16 arithmetic); "
+                                         "reduce in f32 and convert");
+  return mpi_type(t);
 }
 
 MPI_Op mpi_op(ReduceOp op) {
@@ -125,15 +148,15 @@ RequestPtr MpiCommunicator::make_request(MPI_Request req, const char* op, std::s
 RequestPtr MpiCommunicator::iallreduce(const void* send, void* recv, int64_t count, ElemType type, ReduceOp op) {
   MPI_Request req;
   SY_MPI_CHECK(MPI_Iallreduce(send == recv ? MPI_IN_PLACE : send, recv, to_int(count, "allreduce count"),
-                              mpi_type(type), mpi_op(op), comm_, &req));
+                              reducible_type(type, name_, "allreduce"), mpi_op(op), comm_, &req));
   return make_request(req, "allreduce");
 }
 
 RequestPtr MpiCommunicator::ireduce_scatter(const void* send, void* recv, int64_t recv_count, ElemType type,
                                             ReduceOp op) {
   MPI_Request req;
-  SY_MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter count"), mpi_type(type),
-                                         mpi_op(op), comm_, &req));
+  SY_MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter count"),
+                                         reducible_type(type, name_, "reduce_scatter"), mpi_op(op), comm_, &req));
   return make_request(req, "reduce_scatter");
 }
 

@@ -6,6 +6,7 @@
 //  - a checkpoint written on 4 ranks loads on 2 and then 1 (resharding) and
 //    the loss curve continues;
 //  - log.routing_trace writes every rank's dispatch per logged step and resumes;
+//  - train.dtype = bf16: rounded working weights, fp32 masters, bitwise resume;
 //  - the golden loss curve of a tiny config (tests/models/golden_loss.txt).
 #include "models/trainer.hpp"
 
@@ -14,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -241,6 +243,108 @@ TEST(TrainerMpiTest, ResumeEqualsTheUninterruptedRunBitwise) {
   EXPECT_EQ(resumed.step(), 8);
   ASSERT_EQ(tail.size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(tail[i], straight[4 + i]) << "step " << 5 + i;  // bitwise
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (test::world_rank() == 0) fs::remove_all(dir);
+}
+
+float bf16_round(float x) { return bf16_to_float(float_to_bf16(x)); }
+
+// A fixed plan (no tuner trials), data parallel over the world.
+Config bf16_config() {
+  Config c = tiny_config();
+  c.train.dtype = DType::BF16;
+  c.parallel.dp = test::world_size();
+  c.moe.parallel_mode = 1;
+  c.moe.pipeline_degree = 1;
+  c.parallel.a2a_algo = AllToAllAlgo::Linear;
+  return c;
+}
+
+// train.dtype = bf16: the layers compute with the masters rounded to bf16 and
+// the masters stay fp32; the loss curve follows the fp32 one closely but not
+// bitwise (the rounding is real).
+TEST(TrainerMpiTest, Bf16ComputesWithRoundedMastersAndFollowsFp32) {
+  Config c = bf16_config();
+  c.train.steps = 10;
+  Config c32 = c;
+  c32.train.dtype = DType::F32;
+  const std::vector<double> fp32 = run(c32, MPI_COMM_WORLD);
+
+  par::ProcessGrid grid(c.parallel, MPI_COMM_WORLD);
+  Trainer<float> trainer(c, grid);
+  trainer.set_verbose(false);
+  trainer.set_dataset(corpus());
+  const std::vector<double> bf16 = losses(trainer.train());
+  expect_close(bf16, fp32, 0.02, "bf16 against fp32");
+  double largest = 0;
+  for (size_t i = 0; i < bf16.size(); ++i) largest = std::max(largest, std::abs(bf16[i] - fp32[i]) / fp32[i]);
+  EXPECT_GT(largest, 1e-6) << "bf16 gave the fp32 curve: no rounding happened";
+  EXPECT_LT(bf16.back(), bf16.front());
+
+  // Dense: every working weight is its master rounded; the masters are not bf16 values.
+  auto& dense = trainer.dense_params();
+  int64_t masters_inexact = 0;
+  for (int64_t k = 0; k < dense.shard_size(); ++k) {
+    const float m = dense.shard()[k];
+    ASSERT_EQ(dense.full_params()[dense.shard_to_flat(k)], bf16_round(m)) << "dense shard element " << k;
+    masters_inexact += bf16_round(m) != m;
+  }
+  EXPECT_GT(masters_inexact, dense.shard_size() / 4);
+  for (const auto& t : trainer.model().tensors())
+    if (!t.expert)
+      for (int64_t k = 0; k < t.numel; ++k) ASSERT_EQ(t.param[k], bf16_round(t.param[k])) << t.name << "[" << k << "]";
+  // Experts: the layers' buffers are the masters rounded.
+  const auto& ids = trainer.expert_tensor_ids();
+  ASSERT_FALSE(ids.empty());
+  for (size_t j = 0; j < ids.size(); ++j) {
+    const auto& t = trainer.model().tensors()[size_t(ids[j])];
+    const float* master = trainer.expert_master(j);
+    ASSERT_NE(master, t.param);
+    for (int64_t k = 0; k < t.numel; ++k) ASSERT_EQ(t.param[k], bf16_round(master[k])) << t.name << "[" << k << "]";
+  }
+}
+
+// The point of fp32 masters: updates far below a bf16 step (lr 1e-6 on weights
+// near 0.02, whose bf16 step is ~1e-4) accumulate in the masters although they
+// rarely change the rounded working copy.
+TEST(TrainerMpiTest, Bf16MastersKeepUpdatesBelowABf16Step) {
+  Config c = bf16_config();
+  c.train.steps = 3;
+  c.train.lr = 1e-6;
+  c.train.warmup_steps = 0;
+  par::ProcessGrid grid(c.parallel, MPI_COMM_WORLD);
+  Trainer<float> trainer(c, grid);
+  trainer.set_verbose(false);
+  trainer.set_dataset(corpus());
+  auto& dense = trainer.dense_params();
+  const std::vector<float> master0(dense.shard(), dense.shard() + dense.shard_size());
+  std::vector<float> working0(size_t(dense.shard_size()));
+  for (int64_t k = 0; k < dense.shard_size(); ++k) working0[size_t(k)] = dense.full_params()[dense.shard_to_flat(k)];
+  trainer.train();
+  int64_t master_moved = 0, working_moved = 0;
+  for (int64_t k = 0; k < dense.shard_size(); ++k) {
+    master_moved += dense.shard()[k] != master0[size_t(k)];
+    working_moved += dense.full_params()[dense.shard_to_flat(k)] != working0[size_t(k)];
+  }
+  int64_t totals[2] = {master_moved, working_moved};
+  MPI_Allreduce(MPI_IN_PLACE, totals, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT_GT(totals[0], 1000);
+  EXPECT_LT(totals[1] * 4, totals[0]) << "master moved " << totals[0] << ", working copies " << totals[1];
+}
+
+// A bf16 run resumed from its checkpoint (which holds the fp32 masters)
+// equals the uninterrupted bf16 run bitwise.
+TEST(TrainerMpiTest, Bf16ResumeEqualsTheUninterruptedRunBitwise) {
+  const std::string dir = shared_dir("resume-bf16");
+  Config c = bf16_config();
+  c.train.steps = 6;
+  const std::vector<double> straight = run(c, MPI_COMM_WORLD);
+  c.checkpoint.dir = dir;
+  run(c, MPI_COMM_WORLD, 3);
+  c.checkpoint.resume = true;
+  const std::vector<double> tail = run(c, MPI_COMM_WORLD);
+  ASSERT_EQ(tail.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(tail[i], straight[3 + i]) << "step " << 4 + i;
   MPI_Barrier(MPI_COMM_WORLD);
   if (test::world_rank() == 0) fs::remove_all(dir);
 }

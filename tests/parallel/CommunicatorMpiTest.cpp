@@ -42,6 +42,28 @@ TEST(CommunicatorMpi, ReduceScatterAndAllGather) {
     for (int e = 0; e < block; ++e) EXPECT_EQ(all[j * block + e], float(W * (W - 1) / 2 + W * (j * block + e)));
 }
 
+// bf16 is a storage type: gathered bit for bit, refused by reductions (MPI has no bf16 arithmetic).
+TEST(CommunicatorMpi, Bf16MovesButDoesNotReduce) {
+  auto c = test::world_communicator();
+  const int r = c->rank(), W = c->size();
+  const std::vector<float> values = {1.0f + float(r) / 128.0f, -3.5f, 1e-3f * float(r + 1)};
+  std::vector<bf16> mine(values.size());
+  for (size_t i = 0; i < values.size(); ++i) mine[i] = float_to_bf16(values[i]);
+  std::vector<bf16> all(values.size() * size_t(W));
+  c->all_gather(mine.data(), all.data(), int64_t(mine.size()), elem_type_of<bf16>());
+  for (int j = 0; j < W; ++j) {
+    const std::vector<float> theirs = {1.0f + float(j) / 128.0f, -3.5f, 1e-3f * float(j + 1)};
+    for (size_t i = 0; i < theirs.size(); ++i)
+      EXPECT_EQ(all[size_t(j) * mine.size() + i].bits, float_to_bf16(theirs[i]).bits) << "rank " << j << " [" << i << "]";
+  }
+  try {
+    c->allreduce(mine.data(), mine.data(), int64_t(mine.size()), ElemType::BF16, ReduceOp::Sum);
+    FAIL() << "expected CommError";
+  } catch (const CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot reduce bf16"), std::string::npos) << e.what();
+  }
+}
+
 // Uneven counts, zero-length messages and the self message.
 TEST(CommunicatorMpi, AlltoallvWithUnevenAndEmptyMessages) {
   auto c = test::world_communicator();

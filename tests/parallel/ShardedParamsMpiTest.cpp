@@ -321,6 +321,39 @@ void sync_reverse(ShardedParams<double>& p) {
   p.finish();
 }
 
+// train.dtype = bf16: the gathered parameters are the masters rounded to
+// bf16 (nearest even), the masters themselves are untouched, and the same
+// holds when the gather is completed by test() instead of wait().
+TEST(ShardedParamsMpiBf16, GatherRoundsTheMastersAndKeepsThem) {
+  auto c = test::world_communicator();
+  for (bool poll : {false, true}) {
+    ShardedParams<float> p(*c, kTinyBucketBytes);
+    p.set_param_dtype(DType::BF16);
+    for (size_t i = 0; i < kSizes.size(); ++i) p.add(tensor_name(i), kSizes[i]);
+    p.finalize();
+    // Values with more bits than bf16 keeps, the same on every rank.
+    fill_canonical(p, p.full_params(), [](int64_t k) { return 1.0f + float(k) * 1e-4f + 1e-7f; });
+    p.scatter_from_full();
+    const std::vector<float> master(p.shard(), p.shard() + p.shard_size());
+    std::fill_n(p.full_params(), p.flat_size(), -1.0f);
+    if (poll) {
+      auto req = p.igather();
+      while (!req->test()) std::this_thread::yield();
+    } else {
+      p.gather();
+    }
+    int64_t inexact = 0;
+    for (int64_t f = 0; f < p.flat_size(); ++f) {
+      const int64_t k = p.canonical_index(f);
+      const float want = k < 0 ? 0.0f : bf16_to_float(float_to_bf16(1.0f + float(k) * 1e-4f + 1e-7f));
+      ASSERT_EQ(p.full_params()[f], want) << "flat " << f << (poll ? " (polled)" : "");
+      if (k >= 0) inexact += want != 1.0f + float(k) * 1e-4f + 1e-7f;
+    }
+    EXPECT_GT(inexact, p.canonical_size() / 2);  // the rounding did happen
+    for (int64_t k = 0; k < p.shard_size(); ++k) ASSERT_EQ(p.shard()[k], master[size_t(k)]) << "shard " << k;
+  }
+}
+
 TEST(ShardedParamsMpiNorm, GlobalGradNormMatchesNormOfSummedGradient) {
   auto c = test::world_communicator();
   const int W = c->size(), r = c->rank();
