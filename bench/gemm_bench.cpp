@@ -1,5 +1,7 @@
 // `switchyard bench gemm`: fp32 GEMM GFLOP/s per shape and thread count,
 // against the FMA peak of the same thread count measured in the same run.
+// --device=cuda runs the shapes on the GPU instead (bench/cuda/), in --dtype,
+// against the same GPU's 8192^3 GEMM rate measured in the run.
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -12,6 +14,9 @@
 #include "core/gemm.hpp"
 #include "core/json.hpp"
 #include "core/thread_pool.hpp"
+#ifdef SWITCHYARD_HAVE_CUDA
+#include "bench/cuda/cuda_bench.hpp"
+#endif
 
 namespace po = boost::program_options;
 
@@ -88,7 +93,10 @@ int gemm_main(const std::vector<std::string>& args) {
       "shapes", po::value<std::string>()->default_value("4096x512x2048,8192x512x2048,8192x2048x512"),
       "comma-separated MxKxN shapes (C(M,N) = A(M,K) B(K,N))")(
       "threads", po::value<std::string>()->default_value("1,2"), "comma-separated thread counts")(
-      "min-time", po::value<double>()->default_value(0.5), "seconds of timed repetitions per point");
+      "min-time", po::value<double>()->default_value(0.5), "seconds of timed repetitions per point")(
+      "device", po::value<std::string>()->default_value("cpu"), "cpu | cuda (cuBLAS; --threads is ignored)")(
+      "dtype", po::value<std::string>()->default_value("bf16"),
+      "--device=cuda only: fp32 | bf16 | fp16 storage, fp32 accumulation");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(args).options(desc).run(), vm);
@@ -105,6 +113,17 @@ int gemm_main(const std::vector<std::string>& args) {
   const auto thread_counts = parse_threads(vm["threads"].as<std::string>());
   const double min_time = vm["min-time"].as<double>();
   if (!(min_time > 0)) throw ConfigError("--min-time must be positive");
+  const std::string device = vm["device"].as<std::string>();
+  if (device == "cuda") {
+#ifdef SWITCHYARD_HAVE_CUDA
+    std::vector<CudaGemmShape> gpu_shapes;
+    for (const auto& s : shapes) gpu_shapes.push_back({s.m, s.k, s.n});
+    return cuda_gemm_bench(gpu_shapes, vm["dtype"].as<std::string>(), min_time, json);
+#else
+    throw DeviceError("bench gemm --device=cuda: this switchyard was built without CUDA");
+#endif
+  }
+  if (device != "cpu") throw ConfigError("--device: '" + device + "' is not one of cpu, cuda");
 
   std::vector<double> peak(thread_counts.size());
   for (size_t i = 0; i < thread_counts.size(); ++i) peak[i] = measure_fma_peak_gflops(thread_counts[i]);

@@ -30,6 +30,9 @@
 #include "parallel/moe_hooks.hpp"
 #include "parallel/process_grid.hpp"
 #include "parallel/tuner.hpp"
+#ifdef SWITCHYARD_HAVE_CUDA
+#include "bench/cuda/cuda_bench.hpp"
+#endif
 
 namespace sy::bench {
 
@@ -48,12 +51,13 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int moe_layer_main(const std::vector<std::string>& args) {
   std::string path;
-  bool json = false, sweep = false;
+  bool json = false, sweep = false, cuda = false;
   std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      std::cout << "usage: switchyard bench moe-layer [--config FILE] [--json] [--sweep] [--section.key=value ...]\n\n"
+      std::cout << "usage: switchyard bench moe-layer [--config FILE] [--json] [--sweep] [--device=cpu|cuda]\n"
+                   "                                  [--section.key=value ...]\n\n"
                    "Times one MoE layer (forward, backward with input gradient) on bench.tokens tokens per\n"
                    "rank with bench.threads threads: bench.warmup untimed steps, then the median of\n"
                    "bench.steps. Shapes from [model] dim and [moe]; see configs/bench/moe-layer.ini.\n"
@@ -72,11 +76,17 @@ int moe_layer_main(const std::vector<std::string>& args) {
                    "stderr; parallel.tuning_file loads and saves its table), then the tuned plan is timed against\n"
                    "d = 1 linear at the same r. --sweep then also times every plan the tuner could have picked\n"
                    "(one line each with --json, bench = \"moe-layer-sweep\") and reports the pick against the best:\n"
-                   "pick_over_sweep_best = the pick's sweep time / the fastest sweep time.\n";
+                   "pick_over_sweep_best = the pick's sweep time / the fastest sweep time.\n\n"
+                   "--device=cuda: the layer on this process's GPU (one GPU; topk or switch router, balance micro\n"
+                   "or none, no z-loss), storage train.dtype (fp32 | bf16), timed with CUDA events; adds\n"
+                   "expert_tflops, measured_peak_tflops (this GPU's 8192^3 GEMM in the same dtype, measured in the\n"
+                   "run), ratio_to_peak, gemm_tflops (a GEMM at the expert shape) and ratio_to_gemm.\n";
       return 0;
     }
     if (a == "--json") {
       json = true;
+    } else if (a == "--device=cuda" || a == "--device=cpu") {
+      cuda = a == "--device=cuda";
     } else if (a == "--sweep") {
       sweep = true;
     } else if (a == "--config") {
@@ -89,6 +99,13 @@ int moe_layer_main(const std::vector<std::string>& args) {
     }
   }
   const Config config = load_config(path, overrides);
+  if (cuda) {
+#ifdef SWITCHYARD_HAVE_CUDA
+    return cuda_moe_layer_bench(config, json);
+#else
+    throw DeviceError("bench moe-layer --device=cuda: this switchyard was built without CUDA");
+#endif
+  }
   const RuntimeInfo& rt = runtime();
   set_num_threads(config.bench.threads);
   const int threads = config.bench.threads;

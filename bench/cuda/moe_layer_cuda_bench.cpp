@@ -1,0 +1,143 @@
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "bench/cuda/cuda_bench.hpp"
+#include "core/backend.hpp"
+#include "core/config.hpp"
+#include "core/cuda/checks.hpp"
+#include "core/cuda/storage.hpp"
+#include "core/error.hpp"
+#include "core/json.hpp"
+#include "models/cuda/moe_layer_cuda.hpp"
+
+namespace sy::bench {
+
+namespace {
+
+struct CudaFree {
+  void operator()(void* p) const noexcept { cudaFree(p); }
+};
+struct StreamDestroy {
+  void operator()(cudaStream_t s) const noexcept { cudaStreamDestroy(s); }
+};
+struct EventDestroy {
+  void operator()(cudaEvent_t e) const noexcept { cudaEventDestroy(e); }
+};
+using EventPtr = std::unique_ptr<CUevent_st, EventDestroy>;
+
+EventPtr make_event() {
+  cudaEvent_t e = nullptr;
+  SY_CUDA_CHECK(cudaEventCreate(&e));
+  return EventPtr(e);
+}
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+template <typename T>
+std::unique_ptr<void, CudaFree> upload(const std::vector<float>& host) {
+  std::vector<T> staged(host.size());
+  for (size_t i = 0; i < host.size(); ++i) staged[i] = cuda::from_float<T>(host[i]);
+  void* p = nullptr;
+  SY_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(1, staged.size()) * sizeof(T)));
+  std::unique_ptr<void, CudaFree> owned(p);
+  SY_CUDA_CHECK(cudaMemcpy(p, staged.data(), staged.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return owned;
+}
+
+template <typename T>
+int run(const Config& config, const std::string& dtype, bool json) {
+  const int64_t Tn = config.bench.tokens, M = config.model.dim;
+  const MoeConfig& mc = config.moe;
+  cudaStream_t raw = nullptr;
+  SY_CUDA_CHECK(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
+  std::unique_ptr<CUstream_st, StreamDestroy> stream(raw);
+  moe::CudaMoeLayer<T> layer(mc, M, Tn, stream.get());
+
+  // Parameters and inputs: the CPU layer's initial scale (normal / sqrt(fan-in)).
+  std::mt19937_64 rng(config.train.seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const moe::ExpertShape& s = layer.expert_shape();
+  const auto randn = [&](int64_t n, double scale) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) x = float(normal(rng) * scale);
+    return v;
+  };
+  const std::vector<float> router = randn(int64_t(mc.num_experts) * M, 1.0 / std::sqrt(double(M)));
+  const std::vector<float> w1 = randn(s.num_experts * s.h1() * M, 1.0 / std::sqrt(double(M)));
+  const std::vector<float> w2 = randn(s.num_experts * M * s.hidden, 1.0 / std::sqrt(double(s.hidden)));
+  layer.set_params(router.data(), w1.data(), w2.data());
+  auto x = upload<T>(randn(Tn * M, 1.0)), dout = upload<T>(randn(Tn * M, 1e-3));
+  auto out = upload<T>(std::vector<float>(size_t(Tn * M))), dx = upload<T>(std::vector<float>(size_t(Tn * M)));
+
+  EventPtr e0 = make_event(), e1 = make_event(), e2 = make_event();
+  std::vector<double> fwd, bwd, step;
+  double flops = 0;
+  for (int i = 0; i < config.bench.warmup + config.bench.steps; ++i) {
+    layer.zero_grads();
+    SY_CUDA_CHECK(cudaEventRecord(e0.get(), stream.get()));
+    layer.forward(static_cast<const T*>(x.get()), Tn, static_cast<T*>(out.get()));
+    SY_CUDA_CHECK(cudaEventRecord(e1.get(), stream.get()));
+    layer.backward(static_cast<const T*>(dout.get()), static_cast<T*>(dx.get()));
+    SY_CUDA_CHECK(cudaEventRecord(e2.get(), stream.get()));
+    SY_CUDA_CHECK(cudaEventSynchronize(e2.get()));
+    float f_ms = 0, b_ms = 0;
+    SY_CUDA_CHECK(cudaEventElapsedTime(&f_ms, e0.get(), e1.get()));
+    SY_CUDA_CHECK(cudaEventElapsedTime(&b_ms, e1.get(), e2.get()));
+    if (i < config.bench.warmup) continue;
+    fwd.push_back(f_ms * 1e-3);
+    bwd.push_back(b_ms * 1e-3);
+    step.push_back((f_ms + b_ms) * 1e-3);
+    flops = 3.0 * layer.expert_flops_forward();
+  }
+  const double step_s = median(step);
+  const double expert_tflops = flops / step_s / 1e12;
+  const double peak = measure_cuda_gemm_tflops({8192, 8192, 8192}, dtype, 0.3);
+  const auto& st = layer.stats();
+  int64_t mean_rows = 0;
+  for (int64_t c : st.tokens_per_expert) mean_rows += c;
+  mean_rows = std::max<int64_t>(1, mean_rows / std::max<int64_t>(1, int64_t(st.tokens_per_expert.size())));
+  const double gemm_at_shape = measure_cuda_gemm_tflops({mean_rows, M, s.hidden}, dtype, 0.3);
+  if (json) {
+    JsonLine line;
+    line.add("bench", "moe-layer").add("device", "cuda").add("dtype", dtype).add("ranks", 1);
+    line.add("tokens", Tn).add("dim", M).add("hidden", int64_t(mc.hidden_size)).add("experts", int64_t(mc.num_experts));
+    line.add("top_k", int64_t(layer.slots_per_token()));
+    line.add("fwd_ms", median(fwd) * 1e3).add("bwd_ms", median(bwd) * 1e3).add("step_ms", step_s * 1e3);
+    line.add("tokens_per_s", double(Tn) / step_s).add("expert_gflops", expert_tflops * 1e3);
+    line.add("expert_tflops", expert_tflops).add("gemm_tflops", gemm_at_shape).add("measured_peak_tflops", peak);
+    line.add("ratio_to_peak", expert_tflops / peak).add("ratio_to_gemm", expert_tflops / gemm_at_shape);
+    line.add("dropped_fraction", st.dropped_fraction());
+    std::cout << line.str() << "\n" << std::flush;
+  } else {
+    std::printf("moe-layer on cuda (%s): %lld tokens, M %lld, H %d, %d experts, top-%d\n", dtype.c_str(),
+                static_cast<long long>(Tn), static_cast<long long>(M), mc.hidden_size, mc.num_experts,
+                layer.slots_per_token());
+    std::printf("fwd %.3f ms  bwd %.3f ms  step %.3f ms  %.0f tokens/s\n", median(fwd) * 1e3, median(bwd) * 1e3,
+                step_s * 1e3, double(Tn) / step_s);
+    std::printf("experts %.1f TFLOP/s = %.3f of the measured %s GEMM peak (%.1f), %.3f of a GEMM at the expert shape "
+                "(%.1f)\n",
+                expert_tflops, expert_tflops / peak, dtype.c_str(), peak, expert_tflops / gemm_at_shape, gemm_at_shape);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cuda_moe_layer_bench(const Config& config, bool json) {
+  SY_CHECK_AS(DeviceError, cuda_available(), "bench moe-layer --device=cuda: no CUDA device is usable on this machine");
+  SY_CHECK_AS(ConfigError, config.bench.steps >= 1, "bench.steps must be at least 1");
+  if (config.train.dtype == DType::BF16) return run<__nv_bfloat16>(config, "bf16", json);
+  return run<float>(config, "fp32", json);
+}
+
+}  // namespace sy::bench
