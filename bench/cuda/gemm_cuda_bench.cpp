@@ -49,6 +49,9 @@ std::unique_ptr<void, CudaFree> device_values(int64_t n, uint64_t salt) {
   SY_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(T)));
   std::unique_ptr<void, CudaFree> owned(p);
   SY_CUDA_CHECK(cudaMemcpy(p, host.data(), size_t(n) * sizeof(T), cudaMemcpyHostToDevice));
+  // A pageable cudaMemcpy may return before its DMA lands, on the legacy stream,
+  // which the non-blocking stream of the GEMMs does not wait for.
+  SY_CUDA_CHECK(cudaDeviceSynchronize());
   return owned;
 }
 

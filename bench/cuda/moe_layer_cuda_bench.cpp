@@ -78,6 +78,9 @@ int run(const Config& config, const std::string& dtype, bool json) {
   layer.set_params(router.data(), w1.data(), w2.data());
   auto x = upload<T>(randn(Tn * M, 1.0)), dout = upload<T>(randn(Tn * M, 1e-3));
   auto out = upload<T>(std::vector<float>(size_t(Tn * M))), dx = upload<T>(std::vector<float>(size_t(Tn * M)));
+  // cudaMemcpy from pageable memory may return before its DMA lands, on the legacy
+  // stream, which the layer's non-blocking stream does not wait for.
+  SY_CUDA_CHECK(cudaDeviceSynchronize());
 
   EventPtr e0 = make_event(), e1 = make_event(), e2 = make_event();
   std::vector<double> fwd, bwd, step;

@@ -140,6 +140,9 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_
   SY_CHECK_AS(ConfigError, config.router_dtype == DType::F32, "moe.router_dtype: the GPU router computes in fp32");
   SY_REQUIRE(model_dim > 0 && max_tokens > 0 && config.num_experts > 0 && config.hidden_size > 0,
              "CudaMoeLayer: model_dim, max_tokens, num_experts and hidden_size must be positive");
+  // As make_switch: the capacity's nominal k * T / E uses moe.top_k, so switch must say 1.
+  SY_CHECK_AS(ConfigError, config.router != RouterKind::Switch || config.top_k == 1,
+              "moe.top_k = " << config.top_k << ": router switch sends each token to one expert, set moe.top_k = 1");
   K_ = config.router == RouterKind::Switch ? 1 : config.top_k;
   SY_CHECK_AS(ConfigError, K_ >= 1 && K_ <= E_, "moe.top_k = " << K_ << " must be in [1, " << E_ << "]");
   SY_REQUIRE(max_tokens * K_ < (int64_t(1) << 31), "CudaMoeLayer: max_tokens * top_k must be < 2^31");
@@ -280,7 +283,11 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
     kept += d.host_tokens[e];
   }
   stats_.num_tokens = Tn;
-  stats_.capacity = capacity >= 0 ? capacity : *std::max_element(stats_.tokens_per_expert.begin(), stats_.tokens_per_expert.end());
+  // As MoeLayer::capacity_for: dropless reports the largest load, capped dropless min(largest load, cap).
+  const int64_t max_load = *std::max_element(stats_.routed_per_expert.begin(), stats_.routed_per_expert.end());
+  if (capacity < 0) stats_.capacity = max_load;
+  else if (config_.capacity_factor < 0) stats_.capacity = std::min(max_load, capacity);
+  else stats_.capacity = capacity;
   stats_.routed_slots = routed;
   stats_.dropped_slots = routed - kept;
   stats_.null_slots = 0;
@@ -295,12 +302,16 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
   // loss = coeff E sum_e f_e P_e, d loss / d probs[t, e] = coeff E f_e / T.
   stats_.balance_loss = 0.0;
   if (balance) {
+    // In the CPU Balancer's order of operations (fraction_from, balance_rows), so the
+    // float gradient rounds the same.
     const double inv_total = routed > 0 ? 1.0 / double(routed) : 0.0;
+    const double inv_rows = 1.0 / double(Tn);
+    const double scale = config_.balance_coeff * double(E_) / double(Tn);
     double dot = 0.0;
     for (int e = 0; e < E_; ++e) {
       const double f = double(d.host_routed[e]) * inv_total;
-      dot += f * d.host_colsum[e] / double(Tn);
-      d.host_balance_grad[e] = float(config_.balance_coeff * double(E_) * f / double(Tn));
+      dot += f * d.host_colsum[e] * inv_rows;
+      d.host_balance_grad[e] = float(scale * f);
     }
     stats_.balance_loss = config_.balance_coeff * double(E_) * dot;
     SY_CUDA_CHECK(cudaMemcpyAsync(d.balance_grad, d.host_balance_grad, sizeof(float) * size_t(E_),

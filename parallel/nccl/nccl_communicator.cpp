@@ -275,7 +275,9 @@ std::shared_ptr<State> create_state(const ncclUniqueId& id, const Where& where, 
   SY_CUDA_CHECK(cudaEventCreateWithFlags(&state->ready, cudaEventDisableTiming));
   SY_CUDA_CHECK(cudaEventCreateWithFlags(&state->tail, cudaEventDisableTiming));
   SY_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&state->barrier_buf), sizeof(int32_t)));
-  SY_CUDA_CHECK(cudaMemset(state->barrier_buf, 0, sizeof(int32_t)));
+  // On the communication stream: a cudaMemset would go to the legacy default
+  // stream, which the non-blocking stream does not wait for.
+  SY_CUDA_CHECK(cudaMemsetAsync(state->barrier_buf, 0, sizeof(int32_t), state->stream));
 
   ncclComm_t comm = nullptr;
   const ncclResult_t rc = ncclCommInitRank(&comm, where.size, id, where.rank);

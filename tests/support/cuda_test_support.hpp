@@ -42,6 +42,8 @@ class DeviceBuffer {
     std::vector<T> staged(host.size());
     for (size_t i = 0; i < host.size(); ++i) staged[i] = convert(host[i]);
     SY_CUDA_CHECK(cudaMemcpy(b.get(), staged.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    // A pageable copy may return before the data lands; the ops run on non-blocking streams.
+    SY_CUDA_CHECK(cudaDeviceSynchronize());
     return b;
   }
   // All n elements, widened to float (integers as they are).

@@ -54,6 +54,13 @@ void bind(cublasHandle_t handle, cudaStream_t stream) {
   SY_CUBLAS_CHECK(cublasSetStream(handle, stream));
   // alpha and beta are host floats.
   SY_CUBLAS_CHECK(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST));
+  // By default cuBLAS may add split-K partial sums in the output type (bf16/fp16);
+  // keep them in fp32 so C is rounded once, as documented. The caller's other
+  // math-mode bits (TF32) are kept.
+  cublasMath_t mode = CUBLAS_DEFAULT_MATH;
+  SY_CUBLAS_CHECK(cublasGetMathMode(handle, &mode));
+  const auto fp32_reductions = static_cast<cublasMath_t>(mode | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+  if (fp32_reductions != mode) SY_CUBLAS_CHECK(cublasSetMathMode(handle, fp32_reductions));
 }
 
 }  // namespace

@@ -19,7 +19,8 @@
 // 16-bit storage uses tensor cores and rounds C once, after alpha AB + beta C.
 //
 // Every launcher sets the handle's stream to `stream` and its pointer mode to
-// host (alpha, beta are host floats) and leaves them so; none synchronizes, none
+// host (alpha, beta are host floats), adds CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION
+// to its math mode (split-K partials in fp32), and leaves them so; none synchronizes, none
 // allocates device memory (grouped_gemm builds its small plan in a host vector).
 //
 // Grouped GEMM (the expert FFNs, models/experts.hpp): G problems that share the

@@ -89,11 +89,18 @@ SY_HD inline int select_next(const KeyFn& key, int n, int prev) {
   return best;
 }
 
-// chosen (k) = the k largest keys, decreasing, ties to the lower index.
+// chosen (k) = the k largest keys, decreasing, ties to the lower index. Keys
+// that compare with nothing (NaN) can end the selection early: the remaining
+// slots are -1, which every caller treats as unused (never an index).
 template <typename KeyFn>
 SY_HD inline void select_top_k(const KeyFn& key, int n, int k, int32_t* chosen) {
   int prev = -1;
-  for (int j = 0; j < k; ++j) chosen[j] = prev = select_next(key, n, prev);
+  bool done = false;
+  for (int j = 0; j < k; ++j) {
+    const int e = done ? -1 : select_next(key, n, prev);
+    done = e < 0;
+    chosen[j] = prev = e;
+  }
 }
 
 struct ProbKey {
@@ -106,9 +113,9 @@ SY_HD inline void topk_token(const float* p, int E, int k, bool normalize, int32
                              float* score) {
   select_top_k(ProbKey{p}, E, k, expert);
   float sum = 0.0f;
-  for (int j = 0; j < k; ++j) sum += p[expert[j]];
+  for (int j = 0; j < k; ++j) sum += expert[j] >= 0 ? p[expert[j]] : 0.0f;
   for (int j = 0; j < k; ++j) {
-    const float pe = p[expert[j]];
+    const float pe = expert[j] >= 0 ? p[expert[j]] : 0.0f;
     weight[j] = normalize ? pe / sum : pe;
     score[j] = pe;
   }
@@ -149,11 +156,11 @@ SY_HD inline void null_experts_token(const float* p, int E, int L, int k, bool n
   select_top_k(ProbKey{p}, L, k, expert);
   float real_sum = 0.0f;
   for (int j = 0; j < k; ++j)
-    if (expert[j] < E) real_sum += p[expert[j]];
+    if (expert[j] >= 0 && expert[j] < E) real_sum += p[expert[j]];
   for (int j = 0; j < k; ++j) {
     const int e = expert[j];
-    weight[j] = e >= E ? 0.0f : normalize ? p[e] / real_sum : p[e];
-    score[j] = p[e];
+    weight[j] = e < 0 || e >= E ? 0.0f : normalize ? p[e] / real_sum : p[e];
+    score[j] = e < 0 ? 0.0f : p[e];
   }
 }
 
@@ -172,9 +179,9 @@ SY_HD inline void sigmoid_bias_token(const float* x, const double* bias, int E, 
   for (int e = 0; e < E; ++e) s[e] = sigmoid(x[e]);
   select_top_k(BiasedKey{s, bias}, E, k, expert);
   float sum = 0.0f;
-  for (int j = 0; j < k; ++j) sum += s[expert[j]];
+  for (int j = 0; j < k; ++j) sum += expert[j] >= 0 ? s[expert[j]] : 0.0f;
   for (int j = 0; j < k; ++j) {
-    const float se = s[expert[j]];
+    const float se = expert[j] >= 0 ? s[expert[j]] : 0.0f;
     weight[j] = normalize ? se / sum : se;
     score[j] = se;
   }

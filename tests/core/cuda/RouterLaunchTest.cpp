@@ -252,6 +252,27 @@ TEST(CudaRouterHost, SelectNextWalksTheWholeOrderThenStops) {
 
 // ---- sort keys ---------------------------------------------------------------
 
+// NaN probabilities (a diverged router) must not make a kernel index outside
+// the row: slots that cannot be chosen are -1 (unused) with weight 0.
+TEST(CudaRouterHost, NanProbabilitiesLeaveUnusedSlotsNotWildIndices) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> p = {0.1f, nan, 0.3f, nan, 0.2f};
+  const int E = int(p.size()), k = 4;
+  std::vector<int32_t> expert(k);
+  std::vector<float> weight(k), score(k);
+  rd::topk_token(p.data(), E, k, true, expert.data(), weight.data(), score.data());
+  for (int j = 0; j < k; ++j) {
+    EXPECT_GE(expert[j], -1) << j;
+    EXPECT_LT(expert[j], E) << j;
+    if (expert[j] < 0) {
+      EXPECT_EQ(weight[j], 0.0f) << j;
+    }
+  }
+  const std::vector<float> all_nan(4, nan);
+  rd::topk_token(all_nan.data(), 4, 2, false, expert.data(), weight.data(), score.data());
+  for (int j = 0; j < 2; ++j) EXPECT_TRUE(expert[j] >= -1 && expert[j] < 4) << expert[j];
+}
+
 TEST(CudaRouterHost, DescendingKeysSortLikeTheCpuComparator) {
   std::vector<float> v = test::random_vector<float>(2000, 3, -3.0, 3.0);
   for (size_t i = 0; i < v.size(); i += 3) v[i] = std::round(v[i]);  // ties
