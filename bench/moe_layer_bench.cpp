@@ -77,8 +77,9 @@ int moe_layer_main(const std::vector<std::string>& args) {
                    "d = 1 linear at the same r. --sweep then also times every plan the tuner could have picked\n"
                    "(one line each with --json, bench = \"moe-layer-sweep\") and reports the pick against the best:\n"
                    "pick_over_sweep_best = the pick's sweep time / the fastest sweep time.\n\n"
-                   "--device=cuda: the layer on this process's GPU (one GPU; topk or switch router, balance micro\n"
-                   "or none, no z-loss), storage train.dtype (fp32 | bf16), timed with CUDA events; adds\n"
+                   "--device=cuda: the GPU layer (topk or switch router, balance micro or none, no z-loss), storage\n"
+                   "train.dtype (fp32 | bf16), timed with CUDA events; under mpirun expert parallel over the ranks,\n"
+                   "one GPU each, NCCL, pipelined over moe.pipeline_degree chunks (auto = 1); adds\n"
                    "expert_tflops, measured_peak_tflops (this GPU's 8192^3 GEMM in the same dtype, measured in the\n"
                    "run), ratio_to_peak, gemm_tflops (a GEMM at the expert shape) and ratio_to_gemm.\n";
       return 0;

@@ -1,4 +1,5 @@
 #include <cuda_runtime.h>
+#include <mpi.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,10 +13,13 @@
 #include "core/backend.hpp"
 #include "core/config.hpp"
 #include "core/cuda/checks.hpp"
+#include "core/cuda/cuda_backend.hpp"
 #include "core/cuda/storage.hpp"
 #include "core/error.hpp"
 #include "core/json.hpp"
+#include "core/runtime.hpp"
 #include "models/cuda/moe_layer_cuda.hpp"
+#include "parallel/nccl/nccl_communicator.hpp"
 
 namespace sy::bench {
 
@@ -58,13 +62,28 @@ template <typename T>
 int run(const Config& config, const std::string& dtype, bool json) {
   const int64_t Tn = config.bench.tokens, M = config.model.dim;
   const MoeConfig& mc = config.moe;
+  // Under mpirun: expert parallel over the ranks, one GPU each (the node's
+  // ranks take its GPUs in turn; MPI_COMM_TYPE_SHARED numbers them).
+  const RuntimeInfo& rt = runtime();
+  std::unique_ptr<par::NcclCommunicator> ep;
+  if (rt.world_size > 1) {
+    MPI_Comm node = MPI_COMM_NULL;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rt.rank, MPI_INFO_NULL, &node);
+    int local = 0;
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+    const int device = local % cuda_device_count();
+    SY_CUDA_CHECK(cudaSetDevice(device));
+    ep = par::make_nccl_communicator(MPI_COMM_WORLD, device, "ep_group", config.parallel.timeout_s);
+  }
   cudaStream_t raw = nullptr;
   SY_CUDA_CHECK(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
   std::unique_ptr<CUstream_st, StreamDestroy> stream(raw);
-  moe::CudaMoeLayer<T> layer(mc, M, Tn, stream.get());
+  moe::CudaMoeLayer<T> layer(mc, M, Tn, stream.get(), ep.get());
 
-  // Parameters and inputs: the CPU layer's initial scale (normal / sqrt(fan-in)).
-  std::mt19937_64 rng(config.train.seed);
+  // Parameters and inputs: the CPU layer's initial scale (normal / sqrt(fan-in));
+  // each rank its own experts and tokens.
+  std::mt19937_64 rng(config.train.seed + uint64_t(rt.rank));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const moe::ExpertShape& s = layer.expert_shape();
   const auto randn = [&](int64_t n, double scale) {
@@ -86,6 +105,7 @@ int run(const Config& config, const std::string& dtype, bool json) {
   std::vector<double> fwd, bwd, step;
   double flops = 0;
   for (int i = 0; i < config.bench.warmup + config.bench.steps; ++i) {
+    if (ep) MPI_Barrier(MPI_COMM_WORLD);
     layer.zero_grads();
     SY_CUDA_CHECK(cudaEventRecord(e0.get(), stream.get()));
     layer.forward(static_cast<const T*>(x.get()), Tn, static_cast<T*>(out.get()));
@@ -110,13 +130,15 @@ int run(const Config& config, const std::string& dtype, bool json) {
   for (int64_t c : st.tokens_per_expert) mean_rows += c;
   mean_rows = std::max<int64_t>(1, mean_rows / std::max<int64_t>(1, int64_t(st.tokens_per_expert.size())));
   const double gemm_at_shape = measure_cuda_gemm_tflops({mean_rows, M, s.hidden}, dtype, 0.3);
+  if (rt.rank != 0) return 0;  // rank 0 reports its GPU (tokens_per_s sums the ranks)
   if (json) {
     JsonLine line;
-    line.add("bench", "moe-layer").add("device", "cuda").add("dtype", dtype).add("ranks", 1);
+    line.add("bench", "moe-layer").add("device", "cuda").add("dtype", dtype).add("ranks", rt.world_size);
     line.add("tokens", Tn).add("dim", M).add("hidden", int64_t(mc.hidden_size)).add("experts", int64_t(mc.num_experts));
     line.add("top_k", int64_t(layer.slots_per_token()));
     line.add("fwd_ms", median(fwd) * 1e3).add("bwd_ms", median(bwd) * 1e3).add("step_ms", step_s * 1e3);
-    line.add("tokens_per_s", double(Tn) / step_s).add("expert_gflops", expert_tflops * 1e3);
+    line.add("tokens_per_s", double(Tn) * rt.world_size / step_s).add("expert_gflops", expert_tflops * 1e3);
+    line.add("pipeline_degree", int64_t(layer.pipeline_degree()));
     line.add("expert_tflops", expert_tflops).add("gemm_tflops", gemm_at_shape).add("measured_peak_tflops", peak);
     line.add("ratio_to_peak", expert_tflops / peak).add("ratio_to_gemm", expert_tflops / gemm_at_shape);
     line.add("dropped_fraction", st.dropped_fraction());
@@ -125,8 +147,9 @@ int run(const Config& config, const std::string& dtype, bool json) {
     std::printf("moe-layer on cuda (%s): %lld tokens, M %lld, H %d, %d experts, top-%d\n", dtype.c_str(),
                 static_cast<long long>(Tn), static_cast<long long>(M), mc.hidden_size, mc.num_experts,
                 layer.slots_per_token());
-    std::printf("fwd %.3f ms  bwd %.3f ms  step %.3f ms  %.0f tokens/s\n", median(fwd) * 1e3, median(bwd) * 1e3,
-                step_s * 1e3, double(Tn) / step_s);
+    std::printf("fwd %.3f ms  bwd %.3f ms  step %.3f ms  %.0f tokens/s on %d GPU(s), pipeline degree %d\n",
+                median(fwd) * 1e3, median(bwd) * 1e3, step_s * 1e3, double(Tn) * rt.world_size / step_s,
+                rt.world_size, layer.pipeline_degree());
     std::printf("experts %.1f TFLOP/s = %.3f of the measured %s GEMM peak (%.1f), %.3f of a GEMM at the expert shape "
                 "(%.1f)\n",
                 expert_tflops, expert_tflops / peak, dtype.c_str(), peak, expert_tflops / gemm_at_shape, gemm_at_shape);

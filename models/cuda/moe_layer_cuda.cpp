@@ -14,6 +14,7 @@
 #include "core/cuda/storage.hpp"
 #include "core/error.hpp"
 #include "models/cuda/moe_layer_kernels.hpp"
+#include "parallel/nccl/nccl_communicator.hpp"
 
 namespace sy::moe {
 
@@ -28,6 +29,13 @@ struct DeviceFree {
 struct HostFree {
   void operator()(void* p) const noexcept { cudaFreeHost(p); }
 };
+
+template <typename T>
+ncclDataType_t nccl_type() {
+  if constexpr (std::is_same_v<T, float>) return ncclFloat32;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return ncclBfloat16;
+  if constexpr (std::is_same_v<T, __half>) return ncclFloat16;
+}
 
 // Carves named views out of one allocation: a first pass with base == nullptr
 // sums the sizes, the second sets the pointers (one function for both, STYLE 4).
@@ -77,8 +85,15 @@ struct CudaMoeLayer<T>::Device {
   float* balance_grad;  // (E)
   void* plan_scratch;
   size_t plan_scratch_bytes;
-  // Expert rows, storage T.
-  T *xd, *h1, *act, *y, *dy, *dact, *dh1, *dxd;  // (rows, M | H1 | H)
+  // Rows in storage T. Dispatch side (this rank's tokens, expert-major over
+  // all E experts): rows = Tm * K. Expert side (the rows this GPU's experts
+  // compute): ex_rows, which is rows without expert parallelism (then the
+  // expert side is the dispatch side and xr.. are unused).
+  T *xd, *y, *dy, *dxd;           // (rows, M)
+  T *h1, *act, *dact, *dh1;       // (ex_rows, H1 | H)
+  T *xr, *yr, *dyr, *dxr_ex;      // (ex_rows, M) expert parallel only
+  int32_t* recv_counts;           // (W, El) rows each peer sends to this rank's experts
+  int32_t* host_recv_counts;      // (W, El) pinned
   // Pinned host mirrors of the counts, read after one stream synchronization.
   int32_t* host_routed;  // (E)
   int32_t* host_tokens;  // (E)
@@ -87,15 +102,16 @@ struct CudaMoeLayer<T>::Device {
   float* host_balance_grad;  // (E)
 
   // Sets every view; returns the device bytes (base == nullptr: sizes only).
-  size_t carve(char* base, int64_t Tm, int64_t M, int64_t E, int64_t K, const ExpertShape& s, bool widen) {
+  size_t carve(char* base, int64_t Tm, int64_t M, int64_t E, int64_t K, const ExpertShape& s, bool widen, bool ep,
+               int W, int64_t ex_rows) {
     Carver c(base);
-    const int64_t rows = Tm * K, H1 = s.h1(), H = s.hidden;
+    const int64_t rows = Tm * K, H1 = s.h1(), H = s.hidden, El = s.num_experts;
     c.take(router_w, E * M);
-    c.take(w1, E * H1 * M);
-    c.take(w2, E * M * H);
+    c.take(w1, El * H1 * M);
+    c.take(w2, El * M * H);
     c.take(router_dw, E * M);
-    c.take(dw1, E * H1 * M);
-    c.take(dw2, E * M * H);
+    c.take(dw1, El * H1 * M);
+    c.take(dw2, El * M * H);
     c.take(xf, widen ? Tm * M : 0);
     c.take(logits, Tm * E);
     c.take(probs, Tm * E);
@@ -115,20 +131,26 @@ struct CudaMoeLayer<T>::Device {
     c.take(scratch, int64_t(plan_scratch_bytes));
     plan_scratch = scratch;
     c.take(xd, rows * M);
-    c.take(h1, rows * H1);
-    c.take(act, rows * H);
     c.take(y, rows * M);
     c.take(dy, rows * M);
-    c.take(dact, rows * H);
-    c.take(dh1, rows * H1);
     c.take(dxd, rows * M);
+    c.take(h1, ex_rows * H1);
+    c.take(act, ex_rows * H);
+    c.take(dact, ex_rows * H);
+    c.take(dh1, ex_rows * H1);
+    c.take(xr, ep ? ex_rows * M : 0);
+    c.take(yr, ep ? ex_rows * M : 0);
+    c.take(dyr, ep ? ex_rows * M : 0);
+    c.take(dxr_ex, ep ? ex_rows * M : 0);
+    c.take(recv_counts, int64_t(W) * El);
     return c.used();
   }
 };
 
 template <typename T>
-CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, cudaStream_t stream)
-    : config_(config), M_(model_dim), max_tokens_(max_tokens), E_(config.num_experts), stream_(stream) {
+CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_t max_tokens, cudaStream_t stream,
+                              par::NcclCommunicator* ep)
+    : config_(config), M_(model_dim), max_tokens_(max_tokens), E_(config.num_experts), stream_(stream), ep_(ep) {
   SY_CHECK_AS(ConfigError, config.router == RouterKind::TopK || config.router == RouterKind::Switch,
               "moe.router: the GPU MoE layer runs topk and switch so far");
   SY_CHECK_AS(ConfigError, config.jitter == 0.0, "moe.jitter: the GPU MoE layer has no router jitter yet; set 0");
@@ -146,21 +168,39 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_
   K_ = config.router == RouterKind::Switch ? 1 : config.top_k;
   SY_CHECK_AS(ConfigError, K_ >= 1 && K_ <= E_, "moe.top_k = " << K_ << " must be in [1, " << E_ << "]");
   SY_REQUIRE(max_tokens * K_ < (int64_t(1) << 31), "CudaMoeLayer: max_tokens * top_k must be < 2^31");
-  shape_ = ExpertShape{E_, M_, config.hidden_size, config.activation};
+  d_ = config.pipeline_degree == MoeConfig::kAutoPipelineDegree ? 1 : config.pipeline_degree;
+  SY_CHECK_AS(ConfigError, d_ == 1 || d_ == 2 || d_ == 4 || d_ == 8,
+              "moe.pipeline_degree = " << config.pipeline_degree << " must be 1, 2, 4, 8 or auto");
+  W_ = ep_ ? ep_->size() : 1;
+  SY_CHECK_AS(ConfigError, E_ % W_ == 0,
+              "moe.num_experts = " << E_ << " is not a multiple of the " << W_
+                                   << " expert-parallel GPUs: the GPU layer holds whole experts");
+  El_ = E_ / W_;
+  shape_ = ExpertShape{El_, M_, config.hidden_size, config.activation};
+  // The expert side: every peer sends at most its Tm * K rows, and at most El * C
+  // under a capacity factor.
+  ex_rows_ = max_tokens * K_;
+  if (ep_) {
+    ex_rows_ = int64_t(W_) * max_tokens * K_;
+    if (config.capacity_factor > 0) ex_rows_ = std::min(ex_rows_, int64_t(W_) * El_ * capacity_for(max_tokens));
+    ep_->set_compute_stream(stream_);
+    for (auto& v : a2a_) v.assign(size_t(W_), 0);
+  }
 
   SY_CUBLAS_CHECK(cublasCreate(&cublas_));
   dev_ = std::make_unique<Device>();
   dev_->plan_scratch_bytes = cuda::ops::dispatch_plan_scratch_bytes(max_tokens * K_, E_);
   const bool widen = !std::is_same_v<T, float>;
-  const size_t bytes = dev_->carve(nullptr, max_tokens, M_, E_, K_, shape_, widen);
+  const size_t bytes = dev_->carve(nullptr, max_tokens, M_, E_, K_, shape_, widen, ep_ != nullptr, W_, ex_rows_);
   void* memory = nullptr;
   SY_CUDA_CHECK(cudaMalloc(&memory, bytes));
   dev_->memory.reset(memory);
-  dev_->carve(static_cast<char*>(memory), max_tokens, M_, E_, K_, shape_, widen);
+  dev_->carve(static_cast<char*>(memory), max_tokens, M_, E_, K_, shape_, widen, ep_ != nullptr, W_, ex_rows_);
   SY_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, stream_));
 
   void* pinned = nullptr;
-  const size_t host_bytes = sizeof(int32_t) * size_t(3 * E_ + 1) + sizeof(double) * size_t(E_) + sizeof(float) * size_t(E_);
+  const size_t host_bytes = sizeof(double) * size_t(E_) + sizeof(int32_t) * size_t(3 * E_ + 1) +
+                            sizeof(float) * size_t(E_) + sizeof(int32_t) * size_t(W_ * El_);
   SY_CUDA_CHECK(cudaMallocHost(&pinned, host_bytes));
   dev_->pinned.reset(pinned);
   dev_->host_colsum = static_cast<double*>(pinned);
@@ -168,6 +208,7 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_
   dev_->host_tokens = dev_->host_routed + E_;
   dev_->host_offset = dev_->host_tokens + E_;
   dev_->host_balance_grad = reinterpret_cast<float*>(dev_->host_offset + E_ + 1);
+  dev_->host_recv_counts = reinterpret_cast<int32_t*>(dev_->host_balance_grad + E_);
   offset_.assign(size_t(E_), 0);
   count_.assign(size_t(E_), 0);
   balance_grad_.assign(size_t(E_), 0.0f);
@@ -178,7 +219,7 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_
 
 template <typename T>
 CudaMoeLayer<T>::~CudaMoeLayer() {
-  if (stream_) cudaStreamSynchronize(stream_);  // nothing queued may outlive the buffers
+  cudaStreamSynchronize(stream_);  // nothing queued may outlive the buffers (the exchanges are waited on by it)
   if (cublas_) cublasDestroy(cublas_);
 }
 
@@ -196,7 +237,7 @@ int64_t CudaMoeLayer<T>::capacity_for(int64_t num_tokens) const {
 template <typename T>
 void CudaMoeLayer<T>::set_params(const float* router_weight, const float* w1, const float* w2) {
   SY_REQUIRE(router_weight && w1 && w2, "CudaMoeLayer::set_params: null buffer");
-  const int64_t n1 = int64_t(E_) * shape_.h1() * M_, n2 = int64_t(E_) * M_ * shape_.hidden;
+  const int64_t n1 = shape_.num_experts * shape_.h1() * M_, n2 = shape_.num_experts * M_ * shape_.hidden;
   std::vector<T> staged(size_t(std::max(n1, n2)));
   SY_CUDA_CHECK(cudaMemcpyAsync(dev_->router_w, router_weight, sizeof(float) * size_t(E_ * M_),
                                 cudaMemcpyHostToDevice, stream_));
@@ -211,7 +252,7 @@ void CudaMoeLayer<T>::set_params(const float* router_weight, const float* w1, co
 template <typename T>
 void CudaMoeLayer<T>::get_grads(float* router_dweight, float* dw1, float* dw2) const {
   SY_REQUIRE(router_dweight && dw1 && dw2, "CudaMoeLayer::get_grads: null buffer");
-  const int64_t n1 = int64_t(E_) * shape_.h1() * M_, n2 = int64_t(E_) * M_ * shape_.hidden;
+  const int64_t n1 = shape_.num_experts * shape_.h1() * M_, n2 = shape_.num_experts * M_ * shape_.hidden;
   std::vector<T> staged(size_t(std::max(n1, n2)));
   SY_CUDA_CHECK(cudaMemcpyAsync(router_dweight, dev_->router_dw, sizeof(float) * size_t(E_ * M_),
                                 cudaMemcpyDeviceToHost, stream_));
@@ -225,7 +266,7 @@ void CudaMoeLayer<T>::get_grads(float* router_dweight, float* dw1, float* dw2) c
 
 template <typename T>
 void CudaMoeLayer<T>::zero_grads() {
-  const int64_t n1 = int64_t(E_) * shape_.h1() * M_, n2 = int64_t(E_) * M_ * shape_.hidden;
+  const int64_t n1 = shape_.num_experts * shape_.h1() * M_, n2 = shape_.num_experts * M_ * shape_.hidden;
   SY_CUDA_CHECK(cudaMemsetAsync(dev_->router_dw, 0, sizeof(float) * size_t(E_ * M_), stream_));
   SY_CUDA_CHECK(cudaMemsetAsync(dev_->dw1, 0, sizeof(T) * size_t(n1), stream_));
   SY_CUDA_CHECK(cudaMemsetAsync(dev_->dw2, 0, sizeof(T) * size_t(n2), stream_));
@@ -269,9 +310,25 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
       cudaMemcpyAsync(d.host_offset, d.offset, sizeof(int32_t) * size_t(E_ + 1), cudaMemcpyDeviceToHost, stream_));
   if (balance)
     SY_CUDA_CHECK(cudaMemcpyAsync(d.host_colsum, d.colsum, sizeof(double) * size_t(E_), cudaMemcpyDeviceToHost, stream_));
+  if (ep_) {
+    // Every peer's rows for this rank's experts: El counts to and from each peer.
+    for (int p = 0; p < W_; ++p) {
+      a2a_[0][size_t(p)] = a2a_[2][size_t(p)] = El_;
+      a2a_[1][size_t(p)] = a2a_[3][size_t(p)] = int64_t(p) * El_;
+    }
+    pending_.push_back(ep_->ialltoallv(d.tokens, a2a_[0].data(), a2a_[1].data(), d.recv_counts, a2a_[2].data(),
+                                       a2a_[3].data(), par::ElemType::I32));
+    ep_->stream_wait(*pending_.back(), stream_);
+    SY_CUDA_CHECK(cudaMemcpyAsync(d.host_recv_counts, d.recv_counts, sizeof(int32_t) * size_t(W_ * El_),
+                                  cudaMemcpyDeviceToHost, stream_));
+  }
   // The dispatch does not need the counts: it overlaps the copy and the wait.
   cuda::ops::dispatch_forward(x, d.slot_row, Tn, K_, M_, d.xd, stream_);
   SY_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // Every exchange so far has completed (the stream waited for them): wait()
+  // returns at once, or reports an NCCL error naming the operation.
+  for (auto& r : pending_) r->wait();
+  pending_.clear();
 
   int64_t routed = 0, kept = 0;
   for (int e = 0; e < E_; ++e) {
@@ -292,10 +349,20 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
   stats_.dropped_slots = routed - kept;
   stats_.null_slots = 0;
   stats_.experts_per_token = double(kept) / double(Tn);
-  stats_.expert_flops_forward = experts_forward_flops(shape_, kept);
-
-  cuda::ops::experts_forward(shape_, offset_.data(), count_.data(), d.xd, d.w1, d.w2, d.h1, d.act, d.y, cublas_,
-                             stream_);
+  if (ep_) {
+    std::vector<int64_t> recv(size_t(W_) * size_t(El_));
+    for (size_t i = 0; i < recv.size(); ++i) recv[i] = d.host_recv_counts[i];
+    plan_ = plan_expert_parallel(W_, El_, d_, count_.data(), offset_.data(), recv.data());
+    SY_CHECK_AS(CommError, plan_.recv_total <= ex_rows_,
+                "CudaMoeLayer: the peers sent " << plan_.recv_total << " rows to this rank's experts, sized for "
+                                                << ex_rows_ << " (more tokens than max_tokens on a peer?)");
+    stats_.expert_flops_forward = experts_forward_flops(shape_, plan_.recv_total);
+    run_pipeline(/*backward=*/false);
+  } else {
+    stats_.expert_flops_forward = experts_forward_flops(shape_, kept);
+    cuda::ops::experts_forward(shape_, offset_.data(), count_.data(), d.xd, d.w1, d.w2, d.h1, d.act, d.y, cublas_,
+                               stream_);
+  }
   cuda::ops::combine_forward(d.y, d.weight, d.slot_row, Tn, K_, M_, /*accumulate=*/false, out, stream_);
 
   // Balancing loss (micro-batch): f_e = routed_e / all routed slots, P_e = mean probs[:, e];
@@ -330,8 +397,11 @@ void CudaMoeLayer<T>::backward(const T* dout, T* dx) {
 
   // Combine: dy rows = weight dout, dweight = <dout, y>; then the experts.
   cuda::ops::combine_backward(dout, d.y, d.weight, d.slot_row, Tn, K_, M_, d.dy, d.dweight, stream_);
-  cuda::ops::experts_backward(shape_, offset_.data(), count_.data(), d.xd, d.w1, d.w2, d.h1, d.act, d.dy, d.dact,
-                              d.dh1, d.dxd, d.dw1, d.dw2, cublas_, stream_);
+  if (ep_)
+    run_pipeline(/*backward=*/true);
+  else
+    cuda::ops::experts_backward(shape_, offset_.data(), count_.data(), d.xd, d.w1, d.w2, d.h1, d.act, d.dy, d.dact,
+                                d.dh1, d.dxd, d.dw1, d.dw2, cublas_, stream_);
 
   // Router: dprobs = balance gradient + combine weights' gradient; dlogits in place.
   SY_CUDA_CHECK(cudaMemsetAsync(d.dprobs, 0, sizeof(float) * size_t(Tn * E_), stream_));
@@ -354,6 +424,56 @@ void CudaMoeLayer<T>::backward(const T* dout, T* dx) {
   }
   // The experts' part, added token by token over its slots.
   cuda::ops::dispatch_backward(d.dxd, d.slot_row, Tn, K_, M_, /*accumulate=*/true, dx, stream_);
+}
+
+template <typename T>
+par::RequestPtr CudaMoeLayer<T>::exchange(int c, bool to_owners, const T* send, T* recv) {
+  // Counts and displacements in elements: rows * M.
+  const auto& sr = to_owners ? plan_.chunk_send_rows : plan_.chunk_recv_rows;
+  const auto& sd = to_owners ? plan_.chunk_send_displs : plan_.chunk_recv_displs;
+  const auto& rr = to_owners ? plan_.chunk_recv_rows : plan_.chunk_send_rows;
+  const auto& rd = to_owners ? plan_.chunk_recv_displs : plan_.chunk_send_displs;
+  for (int p = 0; p < W_; ++p) {
+    a2a_[0][size_t(p)] = sr[plan_.at(c, p)] * M_;
+    a2a_[1][size_t(p)] = sd[plan_.at(c, p)] * M_;
+    a2a_[2][size_t(p)] = rr[plan_.at(c, p)] * M_;
+    a2a_[3][size_t(p)] = rd[plan_.at(c, p)] * M_;
+  }
+  const int64_t packed = max_tokens_ * K_ * M_, expert_side = ex_rows_ * M_;
+  return ep_->ialltoallv(send, a2a_[0].data(), a2a_[1].data(), recv, a2a_[2].data(), a2a_[3].data(), nccl_type<T>(),
+                         to_owners ? packed : expert_side, to_owners ? expert_side : packed);
+}
+
+// Chunk c's rows go to their owners (communication stream), the owners' experts
+// wait for them on the device and run, and the results return; all exchanges
+// to the owners are issued first, each waiting only for the dispatch, so the
+// exchange of chunk c + 1 overlaps the experts of chunk c, and the return of
+// chunk c (issued after chunk c's experts) overlaps the experts of c + 1.
+template <typename T>
+void CudaMoeLayer<T>::run_pipeline(bool backward) {
+  Device& d = *dev_;
+  const T* send = backward ? d.dy : d.xd;  // dispatch side, expert-major
+  T* arrive = backward ? d.dyr : d.xr;     // expert side, peer-major
+  T* result = backward ? d.dxr_ex : d.yr;  // expert side
+  T* home = backward ? d.dxd : d.y;        // dispatch side
+  std::vector<par::RequestPtr> to_owners(static_cast<size_t>(d_)), back(static_cast<size_t>(d_));
+  for (int c = 0; c < d_; ++c) to_owners[size_t(c)] = exchange(c, true, send, arrive);
+  for (int c = 0; c < d_; ++c) {
+    ep_->stream_wait(*to_owners[size_t(c)], stream_);
+    for (int q = 0; q < W_; ++q) {
+      const int64_t* offset = plan_.chunk_ex_offset.data() + plan_.at(c, q, 0);
+      const int64_t* count = plan_.chunk_ex_count.data() + plan_.at(c, q, 0);
+      if (backward)
+        cuda::ops::experts_backward(shape_, offset, count, d.xr, d.w1, d.w2, d.h1, d.act, d.dyr, d.dact, d.dh1,
+                                    d.dxr_ex, d.dw1, d.dw2, cublas_, stream_);
+      else
+        cuda::ops::experts_forward(shape_, offset, count, d.xr, d.w1, d.w2, d.h1, d.act, d.yr, cublas_, stream_);
+    }
+    back[size_t(c)] = exchange(c, false, result, home);
+  }
+  for (int c = 0; c < d_; ++c) ep_->stream_wait(*back[size_t(c)], stream_);
+  for (auto& r : to_owners) pending_.push_back(std::move(r));
+  for (auto& r : back) pending_.push_back(std::move(r));
 }
 
 template class CudaMoeLayer<float>;

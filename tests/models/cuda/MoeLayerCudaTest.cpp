@@ -3,16 +3,22 @@
 // outputs, the balancing loss, the routing counts, the input gradient and
 // every parameter gradient must agree (fp32 to summation order; bf16 and fp16
 // to their storage precision). The configs it refuses are checked on the CPU.
+// The expert-parallel path runs here over a one-rank NCCL communicator (its
+// exchanges are self-sends, chunked d ways): the same answers as without it.
+// Several GPUs: MoeLayerCudaMpiTest.cpp.
 #include "models/cuda/moe_layer_cuda.hpp"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "core/error.hpp"
 #include "models/moe_layer.hpp"
+#include "parallel/nccl/nccl_communicator.hpp"
 #include "tests/support/cuda_test_support.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -59,6 +65,12 @@ TEST(MoeLayerCuda, RefusesWhatItDoesNotRunYetBeforeTouchingTheGpu) {
   c.router = RouterKind::Switch;
   c.jitter = 0.1;
   refused(c, "moe.jitter");
+  c = gpu_config();
+  c.pipeline_degree = 3;
+  refused(c, "moe.pipeline_degree");
+  c = gpu_config();
+  c.router = RouterKind::Switch;  // top_k stays 2
+  refused(c, "moe.top_k");
 }
 
 // Largest |a - b| over the elements, relative to the largest |b|.
@@ -71,8 +83,10 @@ double rel_to_max(const std::vector<float>& a, const std::vector<float>& b) {
   return diff / scale;
 }
 
+// ep_degree > 0: through the expert-parallel path on a one-rank NCCL
+// communicator, pipelined over ep_degree chunks.
 template <typename T>
-void compare_with_cpu(const MoeConfig& config, int64_t tokens, int64_t dim, double tol) {
+void compare_with_cpu(const MoeConfig& config, int64_t tokens, int64_t dim, double tol, int ep_degree = 0) {
   const int64_t M = dim;
   MoeLayer<float> cpu(config, M, tokens, tokens, 17);
   const int64_t n1 = cpu.param_size("expert_w1"), n2 = cpu.param_size("expert_w2"), nr = cpu.param_size("router_weight");
@@ -92,7 +106,13 @@ void compare_with_cpu(const MoeConfig& config, int64_t tokens, int64_t dim, doub
   cpu.backward(dout.data(), dx_cpu.data());
 
   test::TestStream stream;
-  CudaMoeLayer<T> gpu(config, M, tokens, stream.get());
+  std::unique_ptr<par::NcclCommunicator> ep;
+  MoeConfig gpu_config = config;
+  if (ep_degree > 0) {
+    ep = par::make_local_nccl_communicator(0, "ep_group", 60.0);
+    gpu_config.pipeline_degree = ep_degree;
+  }
+  CudaMoeLayer<T> gpu(gpu_config, M, tokens, stream.get(), ep.get());
   gpu.set_params(cpu.param("router_weight"), w1.data(), w2.data());
   gpu.zero_grads();
   auto dx_in = test::DeviceBuffer<T>::from_host(x);
@@ -140,6 +160,14 @@ TYPED_TEST(MoeLayerCudaTyped, SwitchSwiGluDropByScoreMatchesCpu) {
   c.drop_policy = DropPolicy::Score;
   c.capacity_factor = 0.8;
   compare_with_cpu<TypeParam>(c, 257, 40, layer_tolerance<TypeParam>());
+}
+
+TYPED_TEST(MoeLayerCudaTyped, ExpertParallelPathOnOneRankMatchesCpuForEveryPipelineDegree) {
+  SY_SKIP_WITHOUT_GPU();
+  for (int d : {1, 2, 4, 8}) {
+    SCOPED_TRACE("pipeline degree " + std::to_string(d));
+    compare_with_cpu<TypeParam>(gpu_config(), 300, 64, layer_tolerance<TypeParam>(), d);
+  }
 }
 
 TYPED_TEST(MoeLayerCudaTyped, DroplessReluWithoutBalanceMatchesCpu) {
