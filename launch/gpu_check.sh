@@ -29,6 +29,12 @@ grep -q "^\[  PASSED  \]" "$out/tests.txt" && ! grep -q "^\[  FAILED  \]" "$out/
   echo "gpu_check: GPU tests failed (see $out/tests.txt)" >&2
   exit 1
 }
+# The expert-parallel layer through NCCL bootstrapped by MPI, on as many ranks as GPUs (up to 4).
+gpus=$(nvidia-smi -L | wc -l)
+np=1
+for n in 2 4; do (( gpus >= n )) && np=$n; done
+(cd build && ctest --output-on-failure -R "MoeLayerCudaMpiTest.np($np)\$" | tee "../$out/mpi-tests.txt")
+grep -q "Skipped" "$out/mpi-tests.txt" && { echo "gpu_check: the multi-rank GPU test skipped" >&2; exit 1; }
 [[ "${1:-}" == "--tests" ]] && exit 0
 build/switchyard bench gemm --device=cuda --dtype=bf16 --shapes 16384x2048x2048,16384x2048x4096,4096x4096x4096 --json \
   | tee "$out/gemm.jsonl"
