@@ -2,6 +2,7 @@
 
 #include "core/cuda/checks.hpp"
 #include "core/cuda/launch.hpp"
+#include "core/cuda/reduce.cuh"
 #include "core/error.hpp"
 
 namespace sy::cuda::ops {
@@ -11,26 +12,6 @@ namespace {
 // Threads per block of the column (parameter-gradient) kernels: small blocks
 // spread the few columns of a norm over more multiprocessors.
 constexpr int kColumnThreads = 64;
-
-// Butterfly warp sum: every lane ends with the same, bitwise identical value.
-__device__ inline float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Block-wide sum in a fixed order; every thread gets it. shared holds one float
-// per warp; the trailing barrier lets the caller reuse it at once. blockDim.x is
-// a whole number of warps (launch_rows), and every thread of the block calls.
-__device__ inline float block_sum(float v, float* shared) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_sum(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float total = 0.0f;
-  for (int w = 0; w < warps; ++w) total += shared[w];
-  __syncthreads();
-  return total;
-}
 
 // One block per row (grid-strided over rows); shared: one float per warp.
 template <typename T>

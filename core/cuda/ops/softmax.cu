@@ -4,6 +4,7 @@
 
 #include "core/cuda/checks.hpp"
 #include "core/cuda/launch.hpp"
+#include "core/cuda/reduce.cuh"
 #include "core/error.hpp"
 
 namespace sy::cuda::ops {
@@ -14,41 +15,6 @@ namespace {
 constexpr int kSumThreads = 256;
 
 __device__ inline float quiet_nan() { return __int_as_float(0x7fc00000); }
-
-// Butterfly reductions: every lane ends with the same, bitwise identical value
-// (each step adds two partial results, and float addition is commutative).
-__device__ inline float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-__device__ inline float warp_max(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-
-// Block-wide sum/max in a fixed order; every thread gets the result. shared holds
-// one float per warp; the trailing barrier lets the caller reuse it at once.
-// blockDim.x is a whole number of warps (launch_rows), and every thread calls.
-__device__ inline float block_sum(float v, float* shared) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_sum(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float total = 0.0f;
-  for (int w = 0; w < warps; ++w) total += shared[w];
-  __syncthreads();
-  return total;
-}
-__device__ inline float block_max(float v, float* shared) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_max(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float m = -INFINITY;
-  for (int w = 0; w < warps; ++w) m = fmaxf(m, shared[w]);
-  __syncthreads();
-  return m;
-}
 
 // Row max and sum of exp(x - max) of one row, over the whole block.
 template <typename T>

@@ -21,6 +21,7 @@
 #include "models/moe_layer.hpp"
 #include "models/router.hpp"
 #include "tests/support/cuda_test_support.hpp"
+#include "tests/core/cuda/router_test_support.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace sy {
@@ -29,47 +30,12 @@ namespace {
 namespace ops = cuda::ops;
 namespace rd = cuda::ops::router_detail;
 using test::DeviceBuffer;
-
-struct Slots {
-  int K = 0;
-  std::vector<int32_t> expert;
-  std::vector<float> weight, score;
-};
-Slots to_slots(const moe::RouterOutput<float>& out, int K) {
-  Slots s;
-  s.K = K;
-  const size_t n = size_t(out.num_tokens) * K;
-  s.expert.assign(n, -1);
-  s.weight.assign(n, 0.0f);
-  s.score.assign(n, 0.0f);
-  for (int64_t t = 0; t < out.num_tokens; ++t)
-    for (int64_t i = out.token_begin[t]; i < out.token_begin[t + 1]; ++i) {
-      const size_t at = size_t(t) * K + size_t(i - out.token_begin[t]);
-      s.expert[at] = out.expert[i];
-      s.weight[at] = out.weight[i];
-      s.score[at] = out.score[i];
-    }
-  return s;
-}
-
-MoeConfig router_config(RouterKind kind, int E, int k) {
-  MoeConfig c;
-  c.router = kind;
-  c.num_experts = E;
-  c.top_k = k;
-  c.num_null_experts = kind == RouterKind::NullExperts ? 3 : 0;
-  c.capacity_factor = 1.0;
-  c.top_p = 0.7;
-  c.entropy_coeff = 0.05;
-  return c;
-}
-
-std::vector<float> make_logits(int64_t T, int L, uint64_t seed, bool coarse) {
-  std::vector<float> v = test::random_vector<float>(size_t(T) * L, seed, -2.0, 2.0);
-  if (coarse)
-    for (float& x : v) x = std::round(x * 2.0f) / 4.0f;
-  return v;
-}
+using test::LayerPlan;
+using test::make_logits;
+using test::router_config;
+using test::same_bits;
+using test::Slots;
+using test::to_slots;
 
 template <typename T>
 std::vector<T> download(const T* p, size_t n) {
@@ -84,8 +50,6 @@ DeviceBuffer<double> upload_doubles(const std::vector<double>& v) {
   SY_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(double), cudaMemcpyHostToDevice));
   return b;
 }
-
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 // Tokens whose slot experts differ from the CPU router's.
 int64_t tokens_differing(const Slots& a, const std::vector<int32_t>& expert, int64_t T) {
@@ -362,44 +326,6 @@ TEST(RouterCuda, ToppAuxLossIsZeroWithoutCoefficient) {
 
 // ---- dispatch plan -----------------------------------------------------------
 
-struct LayerPlan {
-  int64_t T = 0;
-  int K = 0, E = 0;
-  int64_t capacity = 0;
-  Slots slots;
-  std::vector<int32_t> slot_row;
-  std::vector<int64_t> routed, kept;
-};
-
-LayerPlan run_layer(RouterKind kind, double factor, DropPolicy policy, bool coarse, int64_t T) {
-  MoeConfig c = router_config(kind, 8, kind == RouterKind::Hash || kind == RouterKind::Switch ? 1 : 2);
-  c.capacity_factor = factor;
-  c.drop_policy = policy;
-  c.hidden_size = 4;
-  const int64_t M = 8;
-  moe::MoeLayer<float> layer(c, M, T, T, 29);
-  std::vector<float> x = make_logits(T, int(M), 41, false), out(T * M);
-  if (coarse)
-    for (int64_t i = 0; i < T * M; ++i) x[i] = x[(i % M) + M * ((i / M) % 4)];
-  std::vector<int32_t> ids(T);
-  for (int64_t t = 0; t < T; ++t) ids[t] = int32_t(t * 13 + 1);
-  layer.forward(x.data(), ids.data(), T, out.data());
-  const auto& routing = layer.routing();
-  LayerPlan p;
-  p.T = T;
-  p.E = c.num_experts;
-  p.K = kind == RouterKind::TopP ? c.num_experts : c.top_k;
-  p.capacity = factor == 0 ? -1 : layer.capacity_for(T, int64_t(1) << 40);
-  p.slots = to_slots(routing, p.K);
-  p.slot_row.assign(size_t(T) * p.K, -1);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t s = routing.token_begin[t]; s < routing.token_begin[t + 1]; ++s)
-      p.slot_row[t * p.K + (s - routing.token_begin[t])] = int32_t(layer.slot_row()[s]);
-  p.routed = layer.stats().routed_per_expert;
-  p.kept = layer.stats().tokens_per_expert;
-  return p;
-}
-
 TEST(RouterCuda, DispatchPlanMatchesCpuLayer) {
   SY_SKIP_WITHOUT_GPU();
   test::TestStream stream;
@@ -408,7 +334,7 @@ TEST(RouterCuda, DispatchPlanMatchesCpuLayer) {
     for (double factor : {1.0, 0.5, 0.0, -0.75})
       for (DropPolicy policy : {DropPolicy::Position, DropPolicy::Score})
         for (bool coarse : {false, true}) {
-          const LayerPlan p = run_layer(kind, factor, policy, coarse, 777);
+          const LayerPlan p = test::run_layer(kind, factor, policy, coarse, 777, 8, 0.7);
           const std::string label = std::string(to_string(kind)) + " factor " + std::to_string(factor) + " " +
                                     to_string(policy) + (coarse ? " coarse" : "");
           const int64_t S = p.T * p.K;
