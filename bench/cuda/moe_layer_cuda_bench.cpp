@@ -72,7 +72,11 @@ int run(const Config& config, const std::string& dtype, bool json) {
     int local = 0;
     MPI_Comm_rank(node, &local);
     MPI_Comm_free(&node);
-    const int device = local % cuda_device_count();
+    // NCCL refuses two ranks of one communicator on one GPU: say so instead of wrapping around.
+    SY_CHECK_AS(ConfigError, local < cuda_device_count(),
+                "bench moe-layer --device=cuda: node-local rank " << local << " has no GPU of its own ("
+                                                                 << cuda_device_count() << " on this node)");
+    const int device = local;
     SY_CUDA_CHECK(cudaSetDevice(device));
     ep = par::make_nccl_communicator(MPI_COMM_WORLD, device, "ep_group", config.parallel.timeout_s);
   }
@@ -82,8 +86,8 @@ int run(const Config& config, const std::string& dtype, bool json) {
   moe::CudaMoeLayer<T> layer(mc, M, Tn, stream.get(), ep.get());
 
   // Parameters and inputs: the CPU layer's initial scale (normal / sqrt(fan-in));
-  // each rank its own experts and tokens.
-  std::mt19937_64 rng(config.train.seed + uint64_t(rt.rank));
+  // the router is replicated (the same on every rank), each rank its own experts and tokens.
+  std::mt19937_64 rng(config.train.seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const moe::ExpertShape& s = layer.expert_shape();
   const auto randn = [&](int64_t n, double scale) {
@@ -92,6 +96,10 @@ int run(const Config& config, const std::string& dtype, bool json) {
     return v;
   };
   const std::vector<float> router = randn(int64_t(mc.num_experts) * M, 1.0 / std::sqrt(double(M)));
+  if (rt.rank != 0) {
+    rng.seed(config.train.seed + uint64_t(rt.rank));
+    normal.reset();
+  }
   const std::vector<float> w1 = randn(s.num_experts * s.h1() * M, 1.0 / std::sqrt(double(M)));
   const std::vector<float> w2 = randn(s.num_experts * M * s.hidden, 1.0 / std::sqrt(double(s.hidden)));
   layer.set_params(router.data(), w1.data(), w2.data());
@@ -128,7 +136,10 @@ int run(const Config& config, const std::string& dtype, bool json) {
   const auto& st = layer.stats();
   int64_t mean_rows = 0;
   for (int64_t c : st.tokens_per_expert) mean_rows += c;
-  mean_rows = std::max<int64_t>(1, mean_rows / std::max<int64_t>(1, int64_t(st.tokens_per_expert.size())));
+  // This rank's kept rows per expert; an expert-parallel GPU's experts take every
+  // rank's rows for them, about world_size times as many.
+  mean_rows = std::max<int64_t>(
+      1, mean_rows * rt.world_size / std::max<int64_t>(1, int64_t(st.tokens_per_expert.size())));
   const double gemm_at_shape = measure_cuda_gemm_tflops({mean_rows, M, s.hidden}, dtype, 0.3);
   if (rt.rank != 0) return 0;  // rank 0 reports its GPU (tokens_per_s sums the ranks)
   if (json) {

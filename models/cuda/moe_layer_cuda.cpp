@@ -252,6 +252,8 @@ void CudaMoeLayer<T>::set_params(const float* router_weight, const float* w1, co
 template <typename T>
 void CudaMoeLayer<T>::get_grads(float* router_dweight, float* dw1, float* dw2) const {
   SY_REQUIRE(router_dweight && dw1 && dw2, "CudaMoeLayer::get_grads: null buffer");
+  // The stream waits on the last backward's exchanges: bounded wait first (see forward).
+  for (const auto& r : pending_) r->wait();
   const int64_t n1 = shape_.num_experts * shape_.h1() * M_, n2 = shape_.num_experts * M_ * shape_.hidden;
   std::vector<T> staged(size_t(std::max(n1, n2)));
   SY_CUDA_CHECK(cudaMemcpyAsync(router_dweight, dev_->router_dw, sizeof(float) * size_t(E_ * M_),
@@ -311,6 +313,9 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
   if (balance)
     SY_CUDA_CHECK(cudaMemcpyAsync(d.host_colsum, d.colsum, sizeof(double) * size_t(E_), cudaMemcpyDeviceToHost, stream_));
   if (ep_) {
+    // Several layers (or other users) may share the communicator with streams of
+    // their own: order this layer's exchanges after this layer's stream.
+    ep_->set_compute_stream(stream_);
     // Every peer's rows for this rank's experts: El counts to and from each peer.
     for (int p = 0; p < W_; ++p) {
       a2a_[0][size_t(p)] = a2a_[2][size_t(p)] = El_;
@@ -324,11 +329,13 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
   }
   // The dispatch does not need the counts: it overlaps the copy and the wait.
   cuda::ops::dispatch_forward(x, d.slot_row, Tn, K_, M_, d.xd, stream_);
-  SY_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  // Every exchange so far has completed (the stream waited for them): wait()
-  // returns at once, or reports an NCCL error naming the operation.
+  // The stream waits on every exchange so far (the last pass's and the counts):
+  // wait() on them first, bounded by the communicator's timeout, so a peer that
+  // failed or never issued its part aborts the communicator and throws CommError
+  // here instead of blocking cudaStreamSynchronize forever.
   for (auto& r : pending_) r->wait();
   pending_.clear();
+  SY_CUDA_CHECK(cudaStreamSynchronize(stream_));
 
   int64_t routed = 0, kept = 0;
   for (int e = 0; e < E_; ++e) {
@@ -452,6 +459,7 @@ par::RequestPtr CudaMoeLayer<T>::exchange(int c, bool to_owners, const T* send, 
 template <typename T>
 void CudaMoeLayer<T>::run_pipeline(bool backward) {
   Device& d = *dev_;
+  ep_->set_compute_stream(stream_);  // as in forward: after this layer's queued work
   const T* send = backward ? d.dy : d.xd;  // dispatch side, expert-major
   T* arrive = backward ? d.dyr : d.xr;     // expert side, peer-major
   T* result = backward ? d.dxr_ex : d.yr;  // expert side
