@@ -10,6 +10,7 @@
 #include "bench/cuda/cuda_bench.hpp"
 #include "core/backend.hpp"
 #include "core/cuda/checks.hpp"
+#include "core/cuda/handles.hpp"
 #include "core/cuda/ops/gemm.hpp"
 #include "core/cuda/storage.hpp"
 #include "core/error.hpp"
@@ -19,36 +20,14 @@ namespace sy::bench {
 
 namespace {
 
-struct CudaFree {
-  void operator()(void* p) const noexcept { cudaFree(p); }
-};
-struct EventDestroy {
-  void operator()(cudaEvent_t e) const noexcept { cudaEventDestroy(e); }
-};
-struct StreamDestroy {
-  void operator()(cudaStream_t s) const noexcept { cudaStreamDestroy(s); }
-};
-struct CublasDestroy {
-  void operator()(cublasHandle_t h) const noexcept { cublasDestroy(h); }
-};
-using EventPtr = std::unique_ptr<CUevent_st, EventDestroy>;
-
-EventPtr make_event() {
-  cudaEvent_t e = nullptr;
-  SY_CUDA_CHECK(cudaEventCreate(&e));
-  return EventPtr(e);
-}
-
 // n values of T in [-0.5, 0.5), deterministic, uploaded once.
 template <typename T>
-std::unique_ptr<void, CudaFree> device_values(int64_t n, uint64_t salt) {
+cuda::DevicePtr device_values(int64_t n, uint64_t salt) {
   std::vector<T> host(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
     host[size_t(i)] = cuda::from_float<T>(float((uint64_t(i) * 7919u + salt) % 1000u) * 1e-3f - 0.5f);
-  void* p = nullptr;
-  SY_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(T)));
-  std::unique_ptr<void, CudaFree> owned(p);
-  SY_CUDA_CHECK(cudaMemcpy(p, host.data(), size_t(n) * sizeof(T), cudaMemcpyHostToDevice));
+  cuda::DevicePtr owned = cuda::device_alloc(size_t(n) * sizeof(T));
+  SY_CUDA_CHECK(cudaMemcpy(owned.get(), host.data(), size_t(n) * sizeof(T), cudaMemcpyHostToDevice));
   // A pageable cudaMemcpy may return before its DMA lands, on the legacy stream,
   // which the non-blocking stream of the GEMMs does not wait for.
   SY_CUDA_CHECK(cudaDeviceSynchronize());
@@ -57,12 +36,8 @@ std::unique_ptr<void, CudaFree> device_values(int64_t n, uint64_t salt) {
 
 template <typename T>
 double measure(const CudaGemmShape& s, double min_seconds) {
-  cudaStream_t stream_raw = nullptr;
-  SY_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_raw, cudaStreamNonBlocking));
-  std::unique_ptr<CUstream_st, StreamDestroy> stream(stream_raw);
-  cublasHandle_t handle_raw = nullptr;
-  SY_CUBLAS_CHECK(cublasCreate(&handle_raw));
-  std::unique_ptr<cublasContext, CublasDestroy> handle(handle_raw);
+  const cuda::StreamPtr stream = cuda::make_stream();
+  const cuda::CublasPtr handle = cuda::make_cublas();
   auto a = device_values<T>(s.m * s.k, 1), b = device_values<T>(s.k * s.n, 2), c = device_values<T>(s.m * s.n, 3);
   auto once = [&] {
     cuda::ops::gemm<T>(handle.get(), Trans::N, Trans::N, s.m, s.n, s.k, 1.0f, static_cast<const T*>(a.get()), s.k,
@@ -70,7 +45,7 @@ double measure(const CudaGemmShape& s, double min_seconds) {
   };
   once();  // warm-up: cuBLAS heuristics, clocks
   SY_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
-  EventPtr start = make_event(), stop = make_event();
+  const cuda::EventPtr start = cuda::make_event(), stop = cuda::make_event();
   std::vector<double> times;
   double total = 0;
   while (times.size() < 5 || (total < min_seconds && times.size() < 1000)) {

@@ -14,6 +14,7 @@
 #include "core/config.hpp"
 #include "core/cuda/checks.hpp"
 #include "core/cuda/cuda_backend.hpp"
+#include "core/cuda/handles.hpp"
 #include "core/cuda/storage.hpp"
 #include "core/error.hpp"
 #include "core/json.hpp"
@@ -25,36 +26,17 @@ namespace sy::bench {
 
 namespace {
 
-struct CudaFree {
-  void operator()(void* p) const noexcept { cudaFree(p); }
-};
-struct StreamDestroy {
-  void operator()(cudaStream_t s) const noexcept { cudaStreamDestroy(s); }
-};
-struct EventDestroy {
-  void operator()(cudaEvent_t e) const noexcept { cudaEventDestroy(e); }
-};
-using EventPtr = std::unique_ptr<CUevent_st, EventDestroy>;
-
-EventPtr make_event() {
-  cudaEvent_t e = nullptr;
-  SY_CUDA_CHECK(cudaEventCreate(&e));
-  return EventPtr(e);
-}
-
 double median(std::vector<double> v) {
   std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
   return v[v.size() / 2];
 }
 
 template <typename T>
-std::unique_ptr<void, CudaFree> upload(const std::vector<float>& host) {
+cuda::DevicePtr upload(const std::vector<float>& host) {
   std::vector<T> staged(host.size());
   for (size_t i = 0; i < host.size(); ++i) staged[i] = cuda::from_float<T>(host[i]);
-  void* p = nullptr;
-  SY_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(1, staged.size()) * sizeof(T)));
-  std::unique_ptr<void, CudaFree> owned(p);
-  SY_CUDA_CHECK(cudaMemcpy(p, staged.data(), staged.size() * sizeof(T), cudaMemcpyHostToDevice));
+  cuda::DevicePtr owned = cuda::device_alloc(staged.size() * sizeof(T));
+  SY_CUDA_CHECK(cudaMemcpy(owned.get(), staged.data(), staged.size() * sizeof(T), cudaMemcpyHostToDevice));
   return owned;
 }
 
@@ -80,9 +62,7 @@ int run(const Config& config, const std::string& dtype, bool json) {
     SY_CUDA_CHECK(cudaSetDevice(device));
     ep = par::make_nccl_communicator(MPI_COMM_WORLD, device, "ep_group", config.parallel.timeout_s);
   }
-  cudaStream_t raw = nullptr;
-  SY_CUDA_CHECK(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
-  std::unique_ptr<CUstream_st, StreamDestroy> stream(raw);
+  const cuda::StreamPtr stream = cuda::make_stream();
   moe::CudaMoeLayer<T> layer(mc, M, Tn, stream.get(), ep.get());
 
   // Parameters and inputs: the CPU layer's initial scale (normal / sqrt(fan-in));
@@ -109,7 +89,7 @@ int run(const Config& config, const std::string& dtype, bool json) {
   // stream, which the layer's non-blocking stream does not wait for.
   SY_CUDA_CHECK(cudaDeviceSynchronize());
 
-  EventPtr e0 = make_event(), e1 = make_event(), e2 = make_event();
+  const cuda::EventPtr e0 = cuda::make_event(), e1 = cuda::make_event(), e2 = cuda::make_event();
   std::vector<double> fwd, bwd, step;
   double flops = 0;
   for (int i = 0; i < config.bench.warmup + config.bench.steps; ++i) {

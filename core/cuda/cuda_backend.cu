@@ -4,20 +4,11 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda/checks.hpp"
+#include "core/cuda/handles.hpp"
 
 namespace sy {
 
 namespace {
-
-// RAII owners for the handles (STYLE: every handle has one).
-struct StreamDeleter {
-  void operator()(cudaStream_t s) const noexcept { cudaStreamDestroy(s); }
-};
-struct CublasDeleter {
-  void operator()(cublasHandle_t h) const noexcept { cublasDestroy(h); }
-};
-using StreamPtr = std::unique_ptr<CUstream_st, StreamDeleter>;
-using CublasPtr = std::unique_ptr<cublasContext, CublasDeleter>;
 
 cublasOperation_t to_cublas(Trans t) { return t == Trans::N ? CUBLAS_OP_N : CUBLAS_OP_T; }
 
@@ -25,12 +16,8 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int ordinal) : ordinal_(ordinal) {
     SY_CUDA_CHECK(cudaSetDevice(ordinal_));
-    cudaStream_t stream = nullptr;
-    SY_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    stream_.reset(stream);
-    cublasHandle_t handle = nullptr;
-    SY_CUBLAS_CHECK(cublasCreate(&handle));
-    cublas_.reset(handle);
+    stream_ = cuda::make_stream();
+    cublas_ = cuda::make_cublas();
     SY_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()));
   }
 
@@ -75,8 +62,8 @@ class CudaBackend final : public Backend {
 
  private:
   int ordinal_;
-  StreamPtr stream_;
-  CublasPtr cublas_;
+  cuda::StreamPtr stream_;
+  cuda::CublasPtr cublas_;
 };
 
 }  // namespace

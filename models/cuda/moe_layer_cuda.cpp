@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "core/cuda/checks.hpp"
+#include "core/cuda/handles.hpp"
 #include "core/cuda/ops/convert.hpp"
 #include "core/cuda/ops/dispatch.hpp"
 #include "core/cuda/ops/experts.hpp"
@@ -22,13 +23,6 @@ namespace {
 
 constexpr size_t kAlign = 256;
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-struct DeviceFree {
-  void operator()(void* p) const noexcept { cudaFree(p); }
-};
-struct HostFree {
-  void operator()(void* p) const noexcept { cudaFreeHost(p); }
-};
 
 template <typename T>
 ncclDataType_t nccl_type() {
@@ -58,8 +52,8 @@ class Carver {
 
 template <typename T>
 struct CudaMoeLayer<T>::Device {
-  std::unique_ptr<void, DeviceFree> memory;
-  std::unique_ptr<void, HostFree> pinned;
+  cuda::DevicePtr memory;
+  cuda::PinnedPtr pinned;
   // Parameters and gradients.
   float* router_w;   // (E, M)
   T* w1;             // (E, H1, M)
@@ -187,23 +181,20 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_
     for (auto& v : a2a_) v.assign(size_t(W_), 0);
   }
 
-  SY_CUBLAS_CHECK(cublasCreate(&cublas_));
+  cublas_ = cuda::make_cublas();
   dev_ = std::make_unique<Device>();
   dev_->plan_scratch_bytes = cuda::ops::dispatch_plan_scratch_bytes(max_tokens * K_, E_);
   const bool widen = !std::is_same_v<T, float>;
   const size_t bytes = dev_->carve(nullptr, max_tokens, M_, E_, K_, shape_, widen, ep_ != nullptr, W_, ex_rows_);
-  void* memory = nullptr;
-  SY_CUDA_CHECK(cudaMalloc(&memory, bytes));
-  dev_->memory.reset(memory);
-  dev_->carve(static_cast<char*>(memory), max_tokens, M_, E_, K_, shape_, widen, ep_ != nullptr, W_, ex_rows_);
+  dev_->memory = cuda::device_alloc(bytes);
+  char* memory = static_cast<char*>(dev_->memory.get());
+  dev_->carve(memory, max_tokens, M_, E_, K_, shape_, widen, ep_ != nullptr, W_, ex_rows_);
   SY_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, stream_));
 
-  void* pinned = nullptr;
   const size_t host_bytes = sizeof(double) * size_t(E_) + sizeof(int32_t) * size_t(3 * E_ + 1) +
                             sizeof(float) * size_t(E_) + sizeof(int32_t) * size_t(W_ * El_);
-  SY_CUDA_CHECK(cudaMallocHost(&pinned, host_bytes));
-  dev_->pinned.reset(pinned);
-  dev_->host_colsum = static_cast<double*>(pinned);
+  dev_->pinned = cuda::pinned_alloc(host_bytes);
+  dev_->host_colsum = static_cast<double*>(dev_->pinned.get());
   dev_->host_routed = reinterpret_cast<int32_t*>(dev_->host_colsum + E_);
   dev_->host_tokens = dev_->host_routed + E_;
   dev_->host_offset = dev_->host_tokens + E_;
@@ -220,7 +211,6 @@ CudaMoeLayer<T>::CudaMoeLayer(const MoeConfig& config, int64_t model_dim, int64_
 template <typename T>
 CudaMoeLayer<T>::~CudaMoeLayer() {
   cudaStreamSynchronize(stream_);  // nothing queued may outlive the buffers (the exchanges are waited on by it)
-  if (cublas_) cublasDestroy(cublas_);
 }
 
 template <typename T>
@@ -292,7 +282,7 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
     cuda::ops::convert_to_f32(d.xf, x, Tn * M_, stream_);
     xf = d.xf;
   }
-  cuda::ops::gemm<float>(cublas_, Trans::N, Trans::T, Tn, E_, M_, 1.0f, xf, M_, d.router_w, M_, 0.0f, d.logits, E_,
+  cuda::ops::gemm<float>(cublas_.get(), Trans::N, Trans::T, Tn, E_, M_, 1.0f, xf, M_, d.router_w, M_, 0.0f, d.logits, E_,
                          stream_);
   if (config_.router == RouterKind::Switch)
     cuda::ops::switch_route(d.logits, Tn, E_, d.probs, d.expert, d.weight, d.score, stream_);
@@ -367,7 +357,7 @@ double CudaMoeLayer<T>::forward(const T* x, int64_t num_tokens, T* out) {
     run_pipeline(/*backward=*/false);
   } else {
     stats_.expert_flops_forward = experts_forward_flops(shape_, kept);
-    cuda::ops::experts_forward(shape_, offset_.data(), count_.data(), d.xd, d.w1, d.w2, d.h1, d.act, d.y, cublas_,
+    cuda::ops::experts_forward(shape_, offset_.data(), count_.data(), d.xd, d.w1, d.w2, d.h1, d.act, d.y, cublas_.get(),
                                stream_);
   }
   cuda::ops::combine_forward(d.y, d.weight, d.slot_row, Tn, K_, M_, /*accumulate=*/false, out, stream_);
@@ -408,7 +398,7 @@ void CudaMoeLayer<T>::backward(const T* dout, T* dx) {
     run_pipeline(/*backward=*/true);
   else
     cuda::ops::experts_backward(shape_, offset_.data(), count_.data(), d.xd, d.w1, d.w2, d.h1, d.act, d.dy, d.dact,
-                                d.dh1, d.dxd, d.dw1, d.dw2, cublas_, stream_);
+                                d.dh1, d.dxd, d.dw1, d.dw2, cublas_.get(), stream_);
 
   // Router: dprobs = balance gradient + combine weights' gradient; dlogits in place.
   SY_CUDA_CHECK(cudaMemsetAsync(d.dprobs, 0, sizeof(float) * size_t(Tn * E_), stream_));
@@ -419,13 +409,13 @@ void CudaMoeLayer<T>::backward(const T* dout, T* dx) {
   cuda::ops::softmax_rows_backward(d.probs, d.dprobs, Tn, E_, d.dprobs, stream_);
   const float* xf = std::is_same_v<T, float> ? reinterpret_cast<const float*>(x_) : d.xf;
   // dWr (E, M) += dlogits^T x;  dx_router (T, M) = dlogits Wr.
-  cuda::ops::gemm<float>(cublas_, Trans::T, Trans::N, E_, M_, Tn, 1.0f, d.dprobs, E_, xf, M_, 1.0f, d.router_dw, M_,
+  cuda::ops::gemm<float>(cublas_.get(), Trans::T, Trans::N, E_, M_, Tn, 1.0f, d.dprobs, E_, xf, M_, 1.0f, d.router_dw, M_,
                          stream_);
   if constexpr (std::is_same_v<T, float>) {
-    cuda::ops::gemm<float>(cublas_, Trans::N, Trans::N, Tn, M_, E_, 1.0f, d.dprobs, E_, d.router_w, M_, 0.0f, dx, M_,
+    cuda::ops::gemm<float>(cublas_.get(), Trans::N, Trans::N, Tn, M_, E_, 1.0f, d.dprobs, E_, d.router_w, M_, 0.0f, dx, M_,
                            stream_);
   } else {
-    cuda::ops::gemm<float>(cublas_, Trans::N, Trans::N, Tn, M_, E_, 1.0f, d.dprobs, E_, d.router_w, M_, 0.0f, d.dxr,
+    cuda::ops::gemm<float>(cublas_.get(), Trans::N, Trans::N, Tn, M_, E_, 1.0f, d.dprobs, E_, d.router_w, M_, 0.0f, d.dxr,
                            M_, stream_);
     cuda::ops::convert_from_f32(dx, d.dxr, Tn * M_, stream_);
   }
@@ -473,9 +463,9 @@ void CudaMoeLayer<T>::run_pipeline(bool backward) {
       const int64_t* count = plan_.chunk_ex_count.data() + plan_.at(c, q, 0);
       if (backward)
         cuda::ops::experts_backward(shape_, offset, count, d.xr, d.w1, d.w2, d.h1, d.act, d.dyr, d.dact, d.dh1,
-                                    d.dxr_ex, d.dw1, d.dw2, cublas_, stream_);
+                                    d.dxr_ex, d.dw1, d.dw2, cublas_.get(), stream_);
       else
-        cuda::ops::experts_forward(shape_, offset, count, d.xr, d.w1, d.w2, d.h1, d.act, d.yr, cublas_, stream_);
+        cuda::ops::experts_forward(shape_, offset, count, d.xr, d.w1, d.w2, d.h1, d.act, d.yr, cublas_.get(), stream_);
     }
     back[size_t(c)] = exchange(c, false, result, home);
   }

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "core/cuda/handles.hpp"
 #include "models/cuda/ep_plan.hpp"
 #include "models/experts.hpp"
 #include "models/moe_layer.hpp"
@@ -106,7 +107,7 @@ class CudaMoeLayer {
   int E_, K_;
   ExpertShape shape_;
   cudaStream_t stream_;
-  cublasHandle_t cublas_ = nullptr;
+  cuda::CublasPtr cublas_;
   std::unique_ptr<Device> dev_;
   MoeLayerStats stats_;
   // Last forward, for backward.
