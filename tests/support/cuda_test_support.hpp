@@ -15,6 +15,7 @@
 
 #include "core/backend.hpp"
 #include "core/cuda/checks.hpp"
+#include "core/cuda/handles.hpp"
 #include "core/cuda/storage.hpp"
 
 #define SY_SKIP_WITHOUT_GPU()                                                                             \
@@ -65,9 +66,6 @@ class DeviceBuffer {
   size_t size() const { return n_; }
 
  private:
-  struct Free {
-    void operator()(T* p) const noexcept { cudaFree(p); }
-  };
   template <typename H>
   static T convert(H h) {
     if constexpr (std::is_integral_v<T>)
@@ -82,7 +80,7 @@ class DeviceBuffer {
       return cuda::to_float(t);
   }
   size_t n_ = 0;
-  std::unique_ptr<T, Free> ptr_;
+  std::unique_ptr<T, cuda::DeviceFree> ptr_;
 };
 
 // Host values rounded through the storage type T, as a CUDA op of storage T sees its input.
@@ -109,15 +107,11 @@ double tolerance() {
 // A non-blocking stream, destroyed on scope exit.
 class TestStream {
  public:
-  TestStream() { SY_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-  ~TestStream() { cudaStreamDestroy(s_); }
-  TestStream(const TestStream&) = delete;
-  TestStream& operator=(const TestStream&) = delete;
-  cudaStream_t get() const { return s_; }
-  void sync() const { SY_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+  cudaStream_t get() const { return s_.get(); }
+  void sync() const { SY_CUDA_CHECK(cudaStreamSynchronize(s_.get())); }
 
  private:
-  cudaStream_t s_ = nullptr;
+  cuda::StreamPtr s_ = cuda::make_stream();
 };
 
 }  // namespace sy::test

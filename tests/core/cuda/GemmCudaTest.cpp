@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cuda/handles.hpp"
 #include "core/cuda/ops/attention.hpp"
 #include "core/cuda/ops/experts.hpp"
 #include "core/cuda/ops/gemm.hpp"
@@ -24,18 +25,6 @@
 
 namespace sy {
 namespace {
-
-class CublasHandle {
- public:
-  CublasHandle() { SY_CUBLAS_CHECK(cublasCreate(&h_)); }
-  ~CublasHandle() { cublasDestroy(h_); }
-  CublasHandle(const CublasHandle&) = delete;
-  CublasHandle& operator=(const CublasHandle&) = delete;
-  cublasHandle_t get() const { return h_; }
-
- private:
-  cublasHandle_t h_ = nullptr;
-};
 
 // Host values as the storage type sees them (rounded) and their device copy.
 template <typename T>
@@ -70,7 +59,7 @@ TYPED_TEST_SUITE(CudaGemmOps, test::StorageTypes, test::StorageName);
 TYPED_TEST(CudaGemmOps, GemmMatchesCpuGemmForEveryTransposeWithPaddedStrides) {
   using T = TypeParam;
   SY_SKIP_WITHOUT_GPU();
-  CublasHandle handle;
+  const cuda::CublasPtr handle = cuda::make_cublas();
   test::TestStream stream;
   const int64_t m = 33, n = 17, k = 40;
   for (Trans ta : {Trans::N, Trans::T})
@@ -94,7 +83,7 @@ TYPED_TEST(CudaGemmOps, GemmMatchesCpuGemmForEveryTransposeWithPaddedStrides) {
 TYPED_TEST(CudaGemmOps, GemmWithEmptyReductionScalesC) {
   using T = TypeParam;
   SY_SKIP_WITHOUT_GPU();
-  CublasHandle handle;
+  const cuda::CublasPtr handle = cuda::make_cublas();
   test::TestStream stream;
   const int64_t m = 5, n = 6, ldc = 8;
   for (float beta : {0.5f, 0.0f}) {
@@ -113,7 +102,7 @@ TYPED_TEST(CudaGemmOps, GemmWithEmptyReductionScalesC) {
 TYPED_TEST(CudaGemmOps, StridedBatchedMatchesOneGemmPerProblem) {
   using T = TypeParam;
   SY_SKIP_WITHOUT_GPU();
-  CublasHandle handle;
+  const cuda::CublasPtr handle = cuda::make_cublas();
   test::TestStream stream;
   const int64_t batch = 3, rows = 9, D = 4, width = batch * D;
   auto a = upload<T>(test::random_vector<float>(rows * width, 5));  // (rows, width)
@@ -133,7 +122,7 @@ TYPED_TEST(CudaGemmOps, StridedBatchedMatchesOneGemmPerProblem) {
 TYPED_TEST(CudaGemmOps, GroupedGemmMatchesOneGemmPerGroup) {
   using T = TypeParam;
   SY_SKIP_WITHOUT_GPU();
-  CublasHandle handle;
+  const cuda::CublasPtr handle = cuda::make_cublas();
   test::TestStream stream;
   using cuda::ops::GroupedDim;
   using cuda::ops::GroupedLayout;
@@ -168,7 +157,7 @@ TYPED_TEST(CudaGemmOps, GroupedGemmMatchesOneGemmPerGroup) {
 TYPED_TEST(CudaGemmOps, LinearMatchesCpuLinear) {
   using T = TypeParam;
   SY_SKIP_WITHOUT_GPU();
-  CublasHandle handle;
+  const cuda::CublasPtr handle = cuda::make_cublas();
   test::TestStream stream;
   const int64_t N = 70, in = 24, out = 40;  // out not a multiple of the 32-column bias-gradient tile
   auto x = upload<T>(test::random_vector<float>(N * in, 12));
@@ -218,7 +207,7 @@ TYPED_TEST(CudaGemmOps, LinearMatchesCpuLinear) {
 TYPED_TEST(CudaGemmOps, AttentionMatchesCpuAttention) {
   using T = TypeParam;
   SY_SKIP_WITHOUT_GPU();
-  CublasHandle handle;
+  const cuda::CublasPtr handle = cuda::make_cublas();
   test::TestStream stream;
   struct Sizes {
     int64_t B, T, C, H;
@@ -250,7 +239,7 @@ TYPED_TEST(CudaGemmOps, AttentionMatchesCpuAttention) {
 TYPED_TEST(CudaGemmOps, ExpertsMatchCpuExperts) {
   using T = TypeParam;
   SY_SKIP_WITHOUT_GPU();
-  CublasHandle handle;
+  const cuda::CublasPtr handle = cuda::make_cublas();
   test::TestStream stream;
   const std::vector<int64_t> offset{0, 3, 3, 9, 10}, count{3, 0, 4, 1, 2};  // an empty expert, a gap
   const int64_t R = 12;
